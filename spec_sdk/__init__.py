@@ -1,0 +1,1 @@
+"""spec_sdk: lossless speculative decoding, embeddable and async."""
