@@ -25,3 +25,7 @@ class ProposerNotFoundError(SpecError, LookupError):
 
 class ConfigError(SpecError, ValueError):
     """A configuration value or dict cannot be understood."""
+
+
+class RequestFailedError(SpecError):
+    """The model failed while running this request; the engine keeps serving the others."""

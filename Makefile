@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install bench clean
+
+# torch goes first and pinned: 2.13.0 is the CPU wheel on this machine's disk; any other
+# torch request would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/spec-sdk demo
+
+test: $(STAMP)
+	$(BIN)/pytest -m "not gpu and not slow" tests
+
+bench: $(STAMP)
+	$(BIN)/spec-sdk bench --prompts benchmarks/prompts/repetitive.jsonl --json out/bench-repetitive.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis out

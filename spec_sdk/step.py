@@ -1,0 +1,182 @@
+"""One decoding step for the whole batch: plan, propose, choose, score, verify, commit.
+
+Runs in a worker thread; it is the only code that touches the backend and the proposers,
+so neither needs to be thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+import attrs
+import torch
+
+from spec_sdk.backends.base import ScoreItem, TargetModel
+from spec_sdk.policy import Load, Policy
+from spec_sdk.proposers.base import Proposer
+from spec_sdk.request import Request
+from spec_sdk.types import Draft, SpecStats, StepTimes, TokenChunk
+from spec_sdk.verify import verify_batch
+
+log = logging.getLogger("spec_sdk")
+
+
+def first_chain(draft: Draft) -> Draft:
+    """The chain that follows each node's first child: what a chain-only backend can verify."""
+    if draft.is_chain:
+        return draft
+    assert draft.parents is not None
+    keep = []
+    want = -1
+    for i, p in enumerate(draft.parents):
+        if p == want:
+            keep.append(i)
+            want = i
+    return Draft(
+        tokens=[draft.tokens[i] for i in keep],
+        probs=None if draft.probs is None else draft.probs[keep],
+        score=draft.score,
+        source=draft.source,
+    )
+
+
+def draft_problem(draft: Draft, budget: int, vocab_size: int) -> str | None:
+    """Why a proposer's draft cannot be used, or None when it can."""
+    if len(draft) > budget:
+        return f"draft of {len(draft)} tokens exceeds the budget {budget}"
+    if any(not 0 <= t < vocab_size for t in draft.tokens):
+        return "draft holds token ids outside the vocabulary"
+    if draft.probs is not None:
+        if draft.probs.shape[1] != vocab_size:
+            return f"draft probs cover {draft.probs.shape[1]} tokens, the vocabulary has {vocab_size}"
+        if not bool(torch.isfinite(draft.probs).all()) or bool((draft.probs < 0).any()):
+            return "draft probs are not a distribution"
+    return None
+
+
+@attrs.define
+class StepRunner:
+    backend: TargetModel
+    proposers: Mapping[str, Proposer]
+    policy: Policy
+    stats: SpecStats
+    proposer_stats: dict[str, SpecStats]
+
+    def prefill(self, reqs: Sequence[Request]) -> dict[str, BaseException]:
+        """Add new requests to the backend and the proposers; returns the ones that failed."""
+        failed: dict[str, BaseException] = {}
+        for req in reqs:
+            try:
+                self.backend.add(req.id, req.tokens)
+                req.started = True
+            except Exception as exc:  # a bad request must not take the engine down
+                log.exception("prefill failed for %s", req.id)
+                failed[req.id] = exc
+                continue
+            for proposer in self.proposers.values():
+                self._safely(proposer.start, req)
+        return failed
+
+    def release(self, reqs: Sequence[Request]) -> None:
+        """Free everything a finished or cancelled request holds."""
+        for req in reqs:
+            if req.started:
+                self.backend.remove(req.id)
+                req.started = False
+                for proposer in self.proposers.values():
+                    self._safely(proposer.finish, req)
+
+    def _safely(self, fn: object, req: Request) -> None:
+        try:
+            fn(req.view)  # type: ignore[operator]
+        except Exception:
+            log.exception("proposer hook failed for %s", req.id)
+            req.stats.proposer_errors += 1
+
+    def _propose(self, batch: Sequence[Request], load: Load) -> list[tuple[str, Draft] | None]:
+        plans = [self.policy.plan(req.view, load) for req in batch]
+        asked: dict[str, list[int]] = {}
+        for i, plan in enumerate(plans):
+            room = batch[i].room() - 1  # the target always adds one token
+            for name, k in plan.items():
+                k = min(k, room)
+                if k > 0:
+                    asked.setdefault(name, []).append(i)
+        drafts: list[dict[str, Draft | None]] = [{} for _ in batch]
+        for name, idx in asked.items():
+            proposer = self.proposers[name]
+            budgets = [min(plans[i][name], batch[i].room() - 1) for i in idx]
+            try:
+                out = proposer.propose([batch[i].view for i in idx], budgets)
+                if len(out) != len(idx):
+                    raise ValueError(f"returned {len(out)} drafts for {len(idx)} requests")
+            except Exception:
+                log.exception("proposer %s failed", name)
+                for i in idx:
+                    batch[i].stats.proposer_errors += 1
+                self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += len(idx)
+                continue
+            for i, budget, draft in zip(idx, budgets, out):
+                if draft is not None and len(draft) > 0:
+                    problem = draft_problem(draft, budget, self.backend.vocab_size)
+                    if problem is not None:
+                        log.warning("proposer %s: %s; draft dropped", name, problem)
+                        batch[i].stats.proposer_errors += 1
+                        self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += 1
+                        draft = None
+                drafts[i][name] = draft if draft is not None and len(draft) > 0 else None
+        chosen: list[tuple[str, Draft] | None] = []
+        for req, options in zip(batch, drafts):
+            draft = self.policy.choose(req.view, options) if options else None
+            if draft is None or len(draft) == 0:
+                chosen.append(None)
+                continue
+            name = next((n for n, d in options.items() if d is draft), draft.source or "unknown")
+            chosen.append((name, first_chain(draft)))
+        return chosen
+
+    def step(self, batch: Sequence[Request], waiting: int) -> list[TokenChunk]:
+        t0 = time.perf_counter()
+        picks = self._propose(batch, Load(batch_size=len(batch), waiting=waiting))
+        drafts = [p[1] if p is not None else None for p in picks]
+        t1 = time.perf_counter()
+        want_hidden = any(p.needs_hidden_states for p in self.proposers.values())
+        items = [ScoreItem(req.id, req.tokens[-1], d, want_hidden) for req, d in zip(batch, drafts)]
+        scored = self.backend.score(items)
+        t2 = time.perf_counter()
+        verdicts = verify_batch(
+            [s.logits for s in scored], drafts, [r.params for r in batch], [r.generator for r in batch]
+        )
+        t3 = time.perf_counter()
+        chunks = []
+        for req, pick, res, verdict in zip(batch, picks, scored, verdicts):
+            self.backend.commit(req.id, verdict.path)
+            chunk = req.append(verdict.tokens, verdict.num_accepted)
+            chunks.append(chunk)
+            drafted = len(pick[1]) if pick is not None else 0
+            req.stats.record(drafted, verdict.num_accepted, len(chunk.token_ids))
+            self.stats.record(drafted, verdict.num_accepted, len(chunk.token_ids))
+            if pick is not None:
+                self.proposer_stats.setdefault(pick[0], SpecStats()).record(
+                    drafted, verdict.num_accepted, len(chunk.token_ids)
+                )
+            hidden = None
+            if res.hidden is not None:
+                hidden = res.hidden[[0, *(1 + p for p in verdict.path)]]
+            for proposer in self.proposers.values():
+                try:
+                    proposer.observe(req.view, chunk.token_ids, hidden)
+                except Exception:
+                    log.exception("proposer %s observe failed", proposer.name)
+                    req.stats.proposer_errors += 1
+        t4 = time.perf_counter()
+        times = StepTimes(propose=t1 - t0, score=t2 - t1, verify=t3 - t2, bookkeeping=t4 - t3)
+        self.stats.times.add(times)
+        share = 1.0 / len(batch)
+        for req in batch:
+            req.stats.times.add(
+                StepTimes(times.propose * share, times.score * share, times.verify * share, times.bookkeeping * share)
+            )
+        return chunks
