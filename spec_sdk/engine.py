@@ -149,7 +149,9 @@ class SpecEngine:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         try:
-            return await self._tg.__aexit__(*exc_info)
+            # the body's own exception propagates as itself, not wrapped in an exception group
+            await self._tg.__aexit__(None, None, None)
+            return None
         finally:
             self._tg = None
             await self._fail_all(EngineClosedError("engine shut down"))
@@ -240,12 +242,13 @@ class SpecEngine:
                 await self._wakeup.wait()
                 self._wakeup = anyio.Event()
                 continue
-            for e in done:
-                del self._active[e.req.id]
-            batch = [e.req for e in self._active.values()]
+            gone = {e.req.id for e in done}
+            batch = [e.req for e in self._active.values() if e.req.id not in gone]
             chunks, failed = await anyio.to_thread.run_sync(
                 self._step_sync, [e.req for e in done], [e.req for e in new], batch, len(self._waiting)
             )
+            for e in done:  # only now, so metrics never show a request as gone before it is freed
+                del self._active[e.req.id]
             for e in done + dropped:
                 if e.req.cancelled:
                     e.req.finish_reason = e.req.finish_reason or "cancelled"
@@ -309,7 +312,7 @@ class RequestStream:
                 self._recv = await self._engine._admit(self._req)
             try:
                 item = await self._recv.receive()
-            except anyio.EndOfStream:
+            except (anyio.EndOfStream, anyio.ClosedResourceError):  # closed here by `cancel()` too
                 self._finished = True
                 if self._req.finish_reason == "error":
                     raise RequestFailedError(f"request {self._req.id} failed inside the engine") from None
