@@ -1,0 +1,257 @@
+"""Verification of drafts against the target: greedy and rejection sampling over chains, greedy over trees.
+
+`verify` is `verify_batch` on a batch of one, so the two cannot disagree. A batch is verified
+together: every sampled row of every request is warped in one `warp_probs` call, every greedy row is
+argmaxed in one call, acceptance is decided with tensor ops, and the results reach the host in one
+transfer (a single GPU sync per step).
+
+Rejection sampling (Leviathan et al. / Chen et al.): draft token x_i ~ q_i is accepted with
+probability min(1, p_i(x_i) / q_i(x_i)); the first rejection emits a token from
+normalize(max(p_i - q_i, 0)); if everything is accepted a bonus token is drawn from p_n. Each
+emitted token then has exactly the target's distribution p.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import attrs
+import torch
+from torch import Tensor
+
+from spec_sdk.types import Draft, SamplingParams, Verdict
+from spec_sdk.verify.warp import sample_with_uniforms, to_device, uniforms, warp_probs
+
+
+@attrs.frozen
+class _Phase:
+    """The greedy or the sampled part of a batch: which requests, the device values it needs on the
+    host (int64, 1-D), and how to turn those values into their verdicts once they are there."""
+
+    ids: list[int]
+    values: Tensor
+    finish: Callable[[list[int]], list[Verdict]]
+
+
+def acceptance_probs(p_rows: Tensor, q_rows: Tensor | None, tokens: Tensor) -> Tensor:
+    """min(1, p_i(x_i) / q_i(x_i)) per row; `q_rows=None` is a deterministic (one-hot) draft.
+
+    q_i(x_i) == 0 means the draft claims a token it could not have drawn; that is rejected.
+    """
+    index = tokens.to(device=p_rows.device, dtype=torch.int64).unsqueeze(1)
+    p_x = p_rows.gather(1, index).squeeze(1)
+    if q_rows is None:
+        return p_x.clamp(max=1.0)
+    q_x = q_rows.to(p_rows).gather(1, index).squeeze(1)
+    has_mass = q_x > 0
+    ratio = p_x / torch.where(has_mass, q_x, torch.ones_like(q_x))
+    return torch.where(has_mass, ratio.clamp(max=1.0), torch.zeros_like(ratio))
+
+
+def residual(p_row: Tensor, q_row: Tensor) -> Tensor:
+    """normalize(max(p - q, 0)) over the last dim, falling back to p where it is all zero (p <= q
+    everywhere, i.e. p == q: then no token is ever rejected, but the fallback keeps it well defined).
+    """
+    excess = (p_row - q_row.to(p_row)).clamp(min=0.0)
+    mass = excess.sum(dim=-1, keepdim=True)
+    positive = mass > 0
+    return torch.where(positive, excess / torch.where(positive, mass, torch.ones_like(mass)), p_row)
+
+
+def verify(logits: Tensor, draft: Draft | None, params: SamplingParams, generator: torch.Generator | None) -> Verdict:
+    """Accept a prefix (chain) or path (tree) of `draft` and add one target token.
+
+    `logits[0]` is the target's prediction after the request's last token, `logits[1 + i]` its
+    prediction after draft node i.
+    """
+    return verify_batch([logits], [draft], [params], [generator])[0]
+
+
+def verify_batch(
+    logits: Sequence[Tensor],
+    drafts: Sequence[Draft | None],
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator | None],
+) -> list[Verdict]:
+    """`verify` for every request of a step; request j draws only from `generators[j]`."""
+    if not len(logits) == len(drafts) == len(params) == len(generators):
+        raise ValueError("verify_batch needs one logits, draft, params and generator per request")
+    checked = [_checked(x, d) for x, d in zip(logits, drafts)]
+    greedy = [j for j, p in enumerate(params) if p.greedy]
+    sampled = [j for j, p in enumerate(params) if not p.greedy]
+    for j in sampled:
+        draft = checked[j]
+        if draft is not None and not draft.is_chain:
+            raise NotImplementedError("rejection sampling over a draft tree is not supported yet")
+
+    phases: list[_Phase] = []
+    if greedy:
+        phases.append(_greedy_phase(greedy, [logits[j] for j in greedy], [checked[j] for j in greedy]))
+    if sampled:
+        phases.append(
+            _sampled_phase(
+                sampled,
+                [logits[j] for j in sampled],
+                [checked[j] for j in sampled],
+                [params[j] for j in sampled],
+                [generators[j] for j in sampled],
+            )
+        )
+    if not phases:
+        return []
+
+    device = phases[0].values.device
+    host = torch.cat([phase.values.to(device) for phase in phases]).tolist()  # the step's only sync
+    verdicts: dict[int, Verdict] = {}
+    offset = 0
+    for phase in phases:
+        size = phase.values.numel()
+        verdicts.update(zip(phase.ids, phase.finish(host[offset : offset + size])))
+        offset += size
+    return [verdicts[j] for j in range(len(logits))]
+
+
+def _checked(logits: Tensor, draft: Draft | None) -> Draft | None:
+    """Shape checks that catch a misaligned batch here rather than as a silently wrong token."""
+    n = 0 if draft is None else len(draft)
+    if logits.dim() != 2 or logits.shape[0] != 1 + n:
+        raise ValueError(f"logits must be [1 + {n}, V] for a draft of {n} nodes, got {tuple(logits.shape)}")
+    if draft is None or n == 0:
+        return None
+    v = logits.shape[1]
+    if min(draft.tokens) < 0 or max(draft.tokens) >= v:
+        raise ValueError(f"draft tokens must lie in [0, {v})")
+    if draft.probs is not None and draft.probs.shape[1] != v:
+        raise ValueError(f"draft probs have vocabulary {draft.probs.shape[1]}, the target has {v}")
+    return draft
+
+
+def _row_starts(lengths: list[int]) -> list[int]:
+    """First row of each request in the concatenated logits (a request has 1 + n rows)."""
+    starts, row = [], 0
+    for n in lengths:
+        starts.append(row)
+        row += 1 + n
+    return starts
+
+
+def _leading_true(flags: Tensor, lengths: list[int]) -> Tensor:
+    """Per segment of `flags` (segments of `lengths`, concatenated): how many leading entries are True."""
+    device = flags.device
+    grid = torch.zeros(len(lengths), max(lengths, default=0), dtype=torch.int64, device=device)
+    if flags.numel():
+        rows = to_device([j for j, n in enumerate(lengths) for _ in range(n)], torch.int64, device)
+        cols = to_device([i for n in lengths for i in range(n)], torch.int64, device)
+        grid[rows, cols] = flags.to(torch.int64)  # padding stays 0 and reads as a rejection
+    return grid.cumprod(dim=1).sum(dim=1)
+
+
+def _flat_tokens(drafts: Sequence[Draft | None], device: torch.device) -> Tensor:
+    return to_device([t for d in drafts if d is not None for t in d.tokens], torch.int64, device)
+
+
+def _greedy_phase(ids: list[int], logits: list[Tensor], drafts: list[Draft | None]) -> _Phase:
+    device = logits[0].device
+    lengths = [0 if d is None else len(d) for d in drafts]
+    starts = _row_starts(lengths)
+    best = torch.cat(logits).argmax(dim=-1)  # first index among ties, as generate() does
+    total_rows = best.numel()
+
+    chains = [j for j, d in enumerate(drafts) if d is None or d.is_chain]
+    chain_lengths = [lengths[j] for j in chains]
+    # Node i of a chain must equal the argmax of the row before it (the root's row for node 0).
+    before = to_device([starts[j] + i for j in chains for i in range(lengths[j])], torch.int64, device)
+    matches = _flat_tokens([drafts[j] for j in chains], device) == best[before]
+    counts = _leading_true(matches, chain_lengths)
+
+    def finish(host: list[int]) -> list[Verdict]:
+        best_h, counts_h = host[:total_rows], host[total_rows:]
+        accepted = dict(zip(chains, counts_h))
+        verdicts = []
+        for j, draft in enumerate(drafts):
+            rows = best_h[starts[j] : starts[j] + 1 + lengths[j]]
+            if draft is None:
+                verdicts.append(Verdict(path=(), tokens=(rows[0],)))
+            elif j in accepted:
+                a = accepted[j]
+                verdicts.append(Verdict(path=range(a), tokens=draft.tokens[:a] + (rows[a],)))
+            else:
+                path, extra = _greedy_tree_path(draft, rows)
+                verdicts.append(Verdict(path=path, tokens=[draft.tokens[i] for i in path] + [extra]))
+        return verdicts
+
+    return _Phase(ids=ids, values=torch.cat([best, counts]), finish=finish)
+
+
+def _greedy_tree_path(draft: Draft, best: list[int]) -> tuple[list[int], int]:
+    """From the root, step to the child whose token is the target's argmax at the current node
+    (the first such child if a proposer sent duplicate siblings); stop when no child matches, and
+    emit that argmax."""
+    assert draft.parents is not None
+    children: dict[int, list[int]] = {}
+    for node, parent in enumerate(draft.parents):
+        children.setdefault(parent, []).append(node)
+    path: list[int] = []
+    node = -1
+    while True:
+        want = best[node + 1]  # row 0 is the root's prediction, row 1 + i node i's
+        node = next((c for c in children.get(node, ()) if draft.tokens[c] == want), -2)
+        if node == -2:
+            return path, want
+        path.append(node)
+
+
+def _draft_q(draft: Draft, vocab: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    if draft.probs is not None:
+        return draft.probs.to(device=device, dtype=dtype, non_blocking=True)
+    tokens = to_device(draft.tokens, torch.int64, device).unsqueeze(1)
+    return torch.zeros(len(draft), vocab, dtype=dtype, device=device).scatter_(1, tokens, 1.0)
+
+
+def _sampled_phase(
+    ids: list[int],
+    logits: list[Tensor],
+    drafts: list[Draft | None],
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None],
+) -> _Phase:
+    device = logits[0].device
+    vocab = logits[0].shape[1]
+    lengths = [0 if d is None else len(d) for d in drafts]
+    starts = _row_starts(lengths)
+    row_params = [p for p, n in zip(params, lengths) for _ in range(1 + n)]
+    p_all = warp_probs(torch.cat(logits), row_params)  # the whole batch's sampled rows, one call
+
+    # A fixed n + 1 uniforms per request (n acceptance tests, one extra token), so a request's
+    # generator advances the same way whatever was accepted.
+    draws = [uniforms(g, 1 + n).cpu() for g, n in zip(generators, lengths)]
+    u_accept = torch.cat([u[:n] for u, n in zip(draws, lengths)]).to(device, non_blocking=True)
+    u_extra = torch.cat([u[n:] for u, n in zip(draws, lengths)]).to(device, non_blocking=True)
+
+    starts_t = to_device(starts, torch.int64, device)
+    with_draft = [d for d in drafts if d is not None]
+    if not with_draft:
+        counts = torch.zeros(len(lengths), dtype=torch.int64, device=device)
+        p_extra = p_all[starts_t]
+    else:
+        draft_rows = to_device([s + i for s, n in zip(starts, lengths) for i in range(n)], torch.int64, device)
+        q = torch.cat([_draft_q(d, vocab, p_all.dtype, device) for d in with_draft])
+        accepted = u_accept < acceptance_probs(p_all[draft_rows], q, _flat_tokens(drafts, device))
+        counts = _leading_true(accepted, lengths)
+        # Only the row that emits is drawn from, one per request: the residual at the first
+        # rejection, else the bonus row's p itself (so a step without a draft is exactly `sample(p)`).
+        p_extra = p_all[starts_t + counts]
+        rejected = (counts < to_device(lengths, torch.int64, device)).unsqueeze(1)
+        # Request j's draft rows start at starts[j] - j in q; clamped for requests that need none.
+        q_index = (starts_t - torch.arange(len(lengths), device=device) + counts).clamp(max=q.shape[0] - 1)
+        p_extra = torch.where(rejected, residual(p_extra, q[q_index]), p_extra)
+    extra = sample_with_uniforms(p_extra, u_extra)
+
+    def finish(host: list[int]) -> list[Verdict]:
+        count_h, extra_h = host[: len(drafts)], host[len(drafts) :]
+        return [
+            Verdict(path=range(a), tokens=(() if d is None else d.tokens[:a]) + (x,))
+            for d, a, x in zip(drafts, count_h, extra_h)
+        ]
+
+    return _Phase(ids=ids, values=torch.cat([counts, extra]), finish=finish)
