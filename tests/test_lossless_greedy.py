@@ -41,7 +41,7 @@ def backend(tiny_model):
 @pytest.mark.parametrize("kind", sorted(PROPOSERS))
 def test_greedy_equals_target_only(kind, tiny_model, backend):
     vocab = backend.vocab_size
-    seen = {"drafted": 0, "accepted": 0}
+    seen = {"drafted": 0, "accepted": 0, "cases": 0}
 
     @settings(max_examples=ENGINE_EXAMPLES)
     @given(
@@ -58,10 +58,12 @@ def test_greedy_equals_target_only(kind, tiny_model, backend):
             assert tie_aware_equal(list(completion.token_ids), ref, margins), (prompt, completion.token_ids, ref)
         assert getattr(proposer, "protocol_errors", []) == []
         assert len(backend) == 0  # every request's KV cache was freed
+        seen["cases"] += 1
         seen["drafted"] += metrics.totals.drafted
         seen["accepted"] += metrics.totals.accepted
 
     case()
+    assert seen["cases"] >= ENGINE_EXAMPLES  # hypothesis really generated the cases we count on
     assert seen["drafted"] > 0, "the proposer never drafted: the test proved nothing"
     if kind == "oracle":
         assert seen["accepted"] == seen["drafted"]
