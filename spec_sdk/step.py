@@ -96,18 +96,21 @@ class StepRunner:
             req.stats.proposer_errors += 1
 
     def _propose(self, batch: Sequence[Request], load: Load) -> list[tuple[str, Draft] | None]:
-        plans = [self.policy.plan(req.view, load) for req in batch]
-        asked: dict[str, list[int]] = {}
-        for i, plan in enumerate(plans):
-            room = batch[i].room() - 1  # the target always adds one token
-            for name, k in plan.items():
+        asked: dict[str, tuple[list[int], list[int]]] = {}  # proposer -> (batch indices, budgets)
+        for i, req in enumerate(batch):
+            room = req.room() - 1  # the target always adds one token
+            for name, k in self.policy.plan(req.view, load).items():
+                if name not in self.proposers:
+                    log.error("policy asked for proposer %r, which the engine does not have", name)
+                    continue
                 k = min(k, room)
                 if k > 0:
-                    asked.setdefault(name, []).append(i)
+                    idx, budgets = asked.setdefault(name, ([], []))
+                    idx.append(i)
+                    budgets.append(k)
         drafts: list[dict[str, Draft | None]] = [{} for _ in batch]
-        for name, idx in asked.items():
+        for name, (idx, budgets) in asked.items():
             proposer = self.proposers[name]
-            budgets = [min(plans[i][name], batch[i].room() - 1) for i in idx]
             try:
                 out = proposer.propose([batch[i].view for i in idx], budgets)
                 if len(out) != len(idx):

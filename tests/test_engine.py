@@ -224,3 +224,25 @@ async def test_seeded_sampling_is_reproducible(anyio_backend):
             p = SamplingParams(temperature=1.0, max_new_tokens=20, seed=42)
             outs.append((await engine.generate([1, 2, 3], p)).token_ids)
     assert outs[0] == outs[1]
+
+
+class _ConfusedPolicy:
+    """Asks for a proposer the engine does not have, and for a huge budget."""
+
+    def plan(self, req, load):
+        return {"missing": 3, "ngram": 10_000}
+
+    def choose(self, req, drafts):
+        return drafts.get("ngram")
+
+
+@pytest.mark.anyio
+async def test_policy_mistakes_cost_nothing_but_drafts(anyio_backend):
+    target = TableTarget(vocab_size=4, order=1, seed=6)
+    prompt = [1, 2, 3, 1, 2, 3]
+    ref, _ = reference_greedy(target, prompt, 25)
+    async with SpecEngine(target, proposers=["ngram"], policy=_ConfusedPolicy()) as engine:
+        done = await engine.generate(prompt, max_new_tokens=25)
+        m = engine.metrics()
+    assert list(done.token_ids) == ref
+    assert m.totals.drafted > 0  # budgets were clipped to the room left, not refused
