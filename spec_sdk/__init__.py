@@ -28,7 +28,7 @@ from spec_sdk.errors import (
     RequestFailedError,
     SpecError,
 )
-from spec_sdk.policy import FixedPolicy, Load, Policy
+from spec_sdk.policy import DEFER, CascadePolicy, FixedPolicy, Load, Policy
 from spec_sdk.proposers.base import Proposer, RequestView
 from spec_sdk.proposers.registry import available as available_proposers
 from spec_sdk.proposers.registry import create as create_proposer
@@ -38,6 +38,8 @@ from spec_sdk.types import Completion, Draft, SamplingParams, SpecStats, StepTim
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFER",
+    "CascadePolicy",
     "Completion",
     "ConfigError",
     "Draft",

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import attrs
 
 from spec_sdk.errors import ConfigError
-from spec_sdk.policy import Policy
+from spec_sdk.policy import CascadePolicy, Policy
 from spec_sdk.proposers import registry
 from spec_sdk.proposers.base import Proposer
 
@@ -65,16 +65,20 @@ class EngineConfig:
             for p in proposers:
                 specs.append((p, {}) if isinstance(p, str) else p)
         k = num_speculative_tokens
+        policy = None
         if speculative_config is not None:
-            extra, k = parse_speculative_config(speculative_config)
+            extra, k, policy = parse_speculative_config(speculative_config)
             specs.extend(extra)
-        return cls(proposers=tuple(specs), num_speculative_tokens=k, **rest)
+        return cls(proposers=tuple(specs), num_speculative_tokens=k, policy=policy, **rest)
 
 
-def parse_speculative_config(cfg: Mapping[str, Any]) -> tuple[list[ProposerSpec], int]:
+def parse_speculative_config(cfg: Mapping[str, Any]) -> tuple[list[ProposerSpec], int, Policy | None]:
     """Read `{"method": ..., "model": ..., "num_speculative_tokens": ..., ...}`.
 
     Unknown keys become options of the proposer, renamed where vLLM's names differ from ours.
+    `"enable_suffix_decoding": true` next to a method gives Arctic Inference's combination:
+    a cascade that uses the suffix draft when it scores at least `num_speculative_tokens`,
+    and the method's draft otherwise.
     """
     cfg = dict(cfg)
     k = int(cfg.pop("num_speculative_tokens", 4))
@@ -88,9 +92,12 @@ def parse_speculative_config(cfg: Mapping[str, Any]) -> tuple[list[ProposerSpec]
         specs.append((_METHODS[method], options))
     elif cfg:
         raise ConfigError(f"options {sorted(cfg)} given without a 'method'")
+    policy: Policy | None = None
     if suffix and _METHODS.get(method or "") != "suffix":
         specs.insert(0, ("suffix", {}))
-    return specs, k
+        if method is not None:
+            policy = CascadePolicy(("suffix", _METHODS[method]), k)
+    return specs, k, policy
 
 
 def build_proposers(specs: Sequence[ProposerSpec]) -> dict[str, Proposer]:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol, runtime_checkable
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import attrs
 
 from spec_sdk.errors import ConfigError
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import Draft
+
+
+class _Defer(enum.Enum):
+    """Returned by `Policy.choose` to ask the request's next planned proposer before deciding."""
+
+    DEFER = "defer"
+
+
+DEFER: Final = _Defer.DEFER
+"""Returned by `Policy.choose` to ask the request's next planned proposer before deciding."""
 
 
 @attrs.frozen
@@ -22,13 +33,14 @@ class Load:
 
 @runtime_checkable
 class Policy(Protocol):
-    """`plan` names the proposers to ask and the draft budget `k` of each (an empty mapping, or
-    k = 0, means: do not speculate for this request this step). `choose` picks one of the
-    drafts returned (or none)."""
+    """`plan` names the proposers to ask, in order, and the draft budget `k` of each (an empty
+    mapping, or k = 0, means: do not speculate for this request this step). The engine asks
+    them one round at a time; after each round `choose` sees the drafts so far and picks one,
+    returns None (no speculation), or returns `DEFER` to ask the next planned proposer."""
 
     def plan(self, req: RequestView, load: Load) -> Mapping[str, int]: ...
 
-    def choose(self, req: RequestView, drafts: Mapping[str, Draft | None]) -> Draft | None: ...
+    def choose(self, req: RequestView, drafts: Mapping[str, Draft | None]) -> Draft | None | Literal[_Defer.DEFER]: ...
 
 
 @attrs.frozen
@@ -51,3 +63,45 @@ class FixedPolicy:
         if self.proposer is None:
             return None
         return drafts.get(self.proposer)
+
+
+@attrs.frozen
+class CascadePolicy:
+    """Ask cheap proposers first; take a draft as soon as its score clears the bar, else ask
+    the next one; after the last, take the best-scoring draft of all.
+
+    `Draft.score` is each proposer's estimate of how many tokens will be accepted, so one bar
+    serves all stages. The default bar is Arctic Inference's rule: the cheap draft wins when
+    its score is at least the next proposer's draft length (a model speculator's number of
+    heads) — it is then expected to do as well as the model would at its best.
+    """
+
+    stages: Sequence[str]
+    k: int | Sequence[int] = 4
+    threshold: float | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if not self.stages:
+            raise ConfigError("a cascade needs at least one proposer")
+        if not isinstance(self.k, int) and len(self.k) != len(self.stages):
+            raise ConfigError("give one k per stage, or a single k")
+
+    def _budgets(self) -> list[int]:
+        return [self.k] * len(self.stages) if isinstance(self.k, int) else list(self.k)
+
+    def plan(self, req: RequestView, load: Load) -> Mapping[str, int]:
+        return {name: k for name, k in zip(self.stages, self._budgets()) if k > 0}
+
+    def choose(self, req: RequestView, drafts: Mapping[str, Draft | None]) -> Draft | None | Literal[_Defer.DEFER]:
+        budgets = dict(zip(self.stages, self._budgets()))
+        asked = [name for name in self.stages if name in drafts]
+        latest = asked[-1]
+        later = [name for name in self.stages[self.stages.index(latest) + 1 :] if budgets[name] > 0]
+        draft = drafts[latest]
+        if later:
+            bar = self.threshold if self.threshold is not None else float(budgets[later[0]])
+            if draft is not None and draft.score >= bar:
+                return draft
+            return DEFER
+        candidates = [d for d in drafts.values() if d is not None]
+        return max(candidates, key=lambda d: d.score, default=None)

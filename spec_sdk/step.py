@@ -14,7 +14,7 @@ import attrs
 import torch
 
 from spec_sdk.backends.base import ScoreItem, TargetModel
-from spec_sdk.policy import Load, Policy
+from spec_sdk.policy import DEFER, Load, Policy
 from spec_sdk.proposers.base import Proposer
 from spec_sdk.request import Request
 from spec_sdk.types import Draft, SpecStats, StepTimes, TokenChunk
@@ -95,44 +95,74 @@ class StepRunner:
             log.exception("proposer hook failed for %s", req.id)
             req.stats.proposer_errors += 1
 
-    def _propose(self, batch: Sequence[Request], load: Load) -> list[tuple[str, Draft] | None]:
-        asked: dict[str, tuple[list[int], list[int]]] = {}  # proposer -> (batch indices, budgets)
-        for i, req in enumerate(batch):
+    def _plans(self, batch: Sequence[Request], load: Load) -> list[list[tuple[str, int]]]:
+        """Each request's proposers in the order to ask them, budgets clipped to the room left."""
+        plans = []
+        for req in batch:
             room = req.room() - 1  # the target always adds one token
+            plan = []
             for name, k in self.policy.plan(req.view, load).items():
                 if name not in self.proposers:
                     log.error("policy asked for proposer %r, which the engine does not have", name)
-                    continue
-                k = min(k, room)
-                if k > 0:
-                    idx, budgets = asked.setdefault(name, ([], []))
-                    idx.append(i)
-                    budgets.append(k)
-        drafts: list[dict[str, Draft | None]] = [{} for _ in batch]
-        for name, (idx, budgets) in asked.items():
-            proposer = self.proposers[name]
-            try:
-                out = proposer.propose([batch[i].view for i in idx], budgets)
-                if len(out) != len(idx):
-                    raise ValueError(f"returned {len(out)} drafts for {len(idx)} requests")
-            except Exception:
-                log.exception("proposer %s failed", name)
-                for i in idx:
+                elif min(k, room) > 0:
+                    plan.append((name, min(k, room)))
+            plans.append(plan)
+        return plans
+
+    def _ask(self, name: str, idx: list[int], budgets: list[int], batch: Sequence[Request],
+             drafts: list[dict[str, Draft | None]]) -> None:
+        """One batched call of one proposer; its failures cost only these drafts."""
+        try:
+            out = self.proposers[name].propose([batch[i].view for i in idx], budgets)
+            if len(out) != len(idx):
+                raise ValueError(f"returned {len(out)} drafts for {len(idx)} requests")
+        except Exception:
+            log.exception("proposer %s failed", name)
+            for i in idx:
+                batch[i].stats.proposer_errors += 1
+                drafts[i][name] = None
+            self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += len(idx)
+            return
+        for i, budget, draft in zip(idx, budgets, out):
+            if draft is not None and len(draft) > 0:
+                problem = draft_problem(draft, budget, self.backend.vocab_size)
+                if problem is not None:
+                    log.warning("proposer %s: %s; draft dropped", name, problem)
                     batch[i].stats.proposer_errors += 1
-                self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += len(idx)
-                continue
-            for i, budget, draft in zip(idx, budgets, out):
-                if draft is not None and len(draft) > 0:
-                    problem = draft_problem(draft, budget, self.backend.vocab_size)
-                    if problem is not None:
-                        log.warning("proposer %s: %s; draft dropped", name, problem)
-                        batch[i].stats.proposer_errors += 1
-                        self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += 1
-                        draft = None
-                drafts[i][name] = draft if draft is not None and len(draft) > 0 else None
+                    self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += 1
+                    draft = None
+            drafts[i][name] = draft if draft is not None and len(draft) > 0 else None
+
+    def _propose(self, batch: Sequence[Request], load: Load) -> list[tuple[str, Draft] | None]:
+        """Ask proposers in rounds, in plan order: after each round the policy picks a draft
+        or defers to the request's next proposer (a cascade asks the expensive one only when
+        the cheap one's draft is not good enough)."""
+        plans = self._plans(batch, load)
+        drafts: list[dict[str, Draft | None]] = [{} for _ in batch]
+        picked: list[Draft | None] = [None] * len(batch)
+        pending = [i for i, plan in enumerate(plans) if plan]
+        stage = 0
+        while pending:
+            asked: dict[str, tuple[list[int], list[int]]] = {}
+            for i in pending:
+                name, k = plans[i][stage]
+                idx, budgets = asked.setdefault(name, ([], []))
+                idx.append(i)
+                budgets.append(k)
+            for name, (idx, budgets) in asked.items():
+                self._ask(name, idx, budgets, batch, drafts)
+            stage += 1
+            deferred = []
+            for i in pending:
+                choice = self.policy.choose(batch[i].view, drafts[i])
+                if choice is DEFER:
+                    if stage < len(plans[i]):
+                        deferred.append(i)
+                else:
+                    picked[i] = choice
+            pending = deferred
         chosen: list[tuple[str, Draft] | None] = []
-        for req, options in zip(batch, drafts):
-            draft = self.policy.choose(req.view, options) if options else None
+        for draft, options in zip(picked, drafts):
             if draft is None or len(draft) == 0:
                 chosen.append(None)
                 continue

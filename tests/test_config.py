@@ -20,10 +20,10 @@ def test_builtin_proposers_come_from_entry_points():
 
 
 def test_vllm_style_dict_maps_names_and_options():
-    specs, k = parse_speculative_config(
+    specs, k, policy = parse_speculative_config(
         {"method": "ngram", "num_speculative_tokens": 7, "prompt_lookup_min": 2, "prompt_lookup_max": 5}
     )
-    assert k == 7 and specs == [("ngram", {"min_n": 2, "max_n": 5})]
+    assert k == 7 and specs == [("ngram", {"min_n": 2, "max_n": 5})] and policy is None
     engine = SpecEngine(TableTarget(vocab_size=4), speculative_config={"method": "ngram", "prompt_lookup_max": 3})
     proposer = engine.proposers["ngram"]
     assert isinstance(proposer, NgramProposer) and proposer.max_n == 3

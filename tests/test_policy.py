@@ -1,0 +1,116 @@
+"""Policies: the fixed policy and the confidence cascade, alone and inside the engine."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spec_sdk import CascadePolicy, Draft, FixedPolicy, Load, SamplingParams, SpecEngine
+from spec_sdk.errors import ConfigError
+from spec_sdk.policy import DEFER
+from spec_sdk.proposers.ngram import NgramProposer
+from spec_sdk.testing import (
+    OracleProposer,
+    RandomProposer,
+    TableTarget,
+    chi_square,
+    exact_sequence_distribution,
+    greedy_next_fn,
+    reference_greedy,
+    run_concurrently,
+    tie_aware_equal,
+)
+from spec_sdk.testing.strategies import prompts
+
+
+class _Scored(RandomProposer):
+    """Random drafts whose score is whatever the test says (to drive the cascade)."""
+
+    def __init__(self, name: str, vocab_size: int, score: float, seed: int = 0) -> None:
+        super().__init__(vocab_size, seed=seed)
+        self.name = name
+        self.fixed_score = score
+
+    def _draft(self, req, budget):
+        draft = super()._draft(req, budget)
+        return None if draft is None else attrs.evolve(draft, score=self.fixed_score, source=self.name)
+
+
+def _d(score: float) -> Draft:
+    return Draft(tokens=[1, 2], score=score)
+
+
+def test_cascade_choose_rule():
+    policy = CascadePolicy(("cheap", "model"), k=4)
+    view = None  # the cascade does not look at the request
+    assert policy.plan(view, Load(1)) == {"cheap": 4, "model": 4}
+    good, poor, model = _d(4.0), _d(1.0), _d(2.5)
+    assert policy.choose(view, {"cheap": good}) is good  # score >= the model's k: taken at once
+    assert policy.choose(view, {"cheap": poor}) is DEFER
+    assert policy.choose(view, {"cheap": None}) is DEFER
+    assert policy.choose(view, {"cheap": poor, "model": model}) is model  # best score at the end
+    assert policy.choose(view, {"cheap": None, "model": None}) is None
+    assert CascadePolicy(("a", "b"), threshold=0.5).choose(view, {"a": poor}) is poor
+    with pytest.raises(ConfigError):
+        CascadePolicy(())
+    with pytest.raises(ConfigError):
+        CascadePolicy(("a", "b"), k=(1, 2, 3))
+
+
+@pytest.mark.parametrize("cheap_score, model_calls_expected", [(10.0, False), (0.5, True)])
+def test_engine_asks_the_next_stage_only_when_needed(cheap_score, model_calls_expected):
+    target = TableTarget(vocab_size=6, order=2, seed=1)
+    cheap = _Scored("cheap", 6, cheap_score, seed=1)
+    model = _Scored("model", 6, 1.0, seed=2)
+    prompt = [1, 2, 3]
+    ref, margins = reference_greedy(target, prompt, 20)
+
+    async def run():
+        async with SpecEngine(target, proposers=[cheap, model], policy=CascadePolicy(("cheap", "model"), k=3)) as e:
+            return await e.generate(prompt, max_new_tokens=20), e.metrics()
+
+    done, metrics = anyio.run(run)
+    assert tie_aware_equal(list(done.token_ids), ref, margins)
+    assert cheap.calls["propose"] > 0
+    assert (model.calls["propose"] > 0) == model_calls_expected
+    assert ("model" in metrics.proposers) == model_calls_expected
+
+
+@settings(max_examples=40)
+@given(batch=st.lists(prompts(6, max_len=16), min_size=1, max_size=5), n_new=st.integers(1, 24))
+def test_cascade_switching_proposers_is_lossless_greedy(batch, n_new):
+    """ngram's score varies with its match, so the cascade really switches mid-request."""
+    target = TableTarget(vocab_size=6, order=2, seed=7)
+    proposers = [NgramProposer(), OracleProposer(greedy_next_fn(target))]
+    proposers[1].name = "oracle"
+    policy = CascadePolicy(("ngram", "oracle"), k=3, threshold=1.2)
+    params = [SamplingParams(max_new_tokens=n_new)] * len(batch)
+    done, _ = anyio.run(lambda: run_concurrently(target, proposers, batch, params, 3, policy=policy))
+    for prompt, c in zip(batch, done, strict=True):
+        ref, margins = reference_greedy(target, prompt, n_new)
+        assert tie_aware_equal(list(c.token_ids), ref, margins)
+
+
+def test_cascade_sampling_follows_target_distribution():
+    target = TableTarget(vocab_size=5, order=2, seed=3)
+    params = SamplingParams(temperature=0.9, top_p=0.9, max_new_tokens=3)
+    exact = exact_sequence_distribution(target, [1, 2, 3], 3, params)
+    n = 3000
+    proposers = [NgramProposer(min_n=1, max_n=2), _Scored("random", 5, 0.2, seed=4)]
+    policy = CascadePolicy(("ngram", "random"), k=2, threshold=0.3)
+    all_params = [attrs.evolve(params, seed=i) for i in range(n)]
+    done, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * n, all_params, 2, policy=policy))
+    counts = Counter(tuple(c.token_ids) for c in done)
+    _, _, p = chi_square(counts, exact, n)
+    assert p > 1e-4
+    assert set(metrics.proposers) == {"ngram", "random"}  # both stages' drafts were verified
+
+
+def test_fixed_policy_target_only():
+    assert FixedPolicy(None).plan(None, Load(1)) == {}
+    assert FixedPolicy("ngram", 0).plan(None, Load(1)) == {}
