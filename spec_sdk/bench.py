@@ -4,15 +4,22 @@ Every method runs on the same backend object and the same prompts, one request a
 (latency view). Reported: tokens/s, speedup over target-only, mean accepted length (tokens
 per target forward), acceptance by draft position, the split of step time between propose /
 score / verify / bookkeeping, and whether each output equals target-only's.
+
+`run_bench` measures our methods on a prompt file; `run_workload_bench` runs the chat / code /
+agentic workloads (spec_sdk.workloads), greedy and sampled, and adds Hugging Face `generate()`
+(plain, assisted, prompt lookup; spec_sdk.hf_baselines) on the same model object and prompts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
@@ -21,6 +28,9 @@ from tqdm import tqdm
 from spec_sdk.backends.base import TargetModel
 from spec_sdk.engine import SpecEngine
 from spec_sdk.types import SamplingParams, SpecStats
+
+if TYPE_CHECKING:
+    from spec_sdk.hf_baselines import HFResult
 
 
 @attrs.frozen
@@ -40,6 +50,7 @@ class MethodResult:
     stats: SpecStats
     outputs: list[list[int]]
     equal_to_baseline: int = 0
+    prompts: list[list[int]] = attrs.field(factory=list)  # the prompt ids the engine really ran
 
     @property
     def tokens_per_second(self) -> float:
@@ -65,23 +76,44 @@ async def _run_method(
     tokenizer: Any,
     method: Method,
     prompts: Sequence[str | Sequence[int]],
-    params: SamplingParams,
+    params: SamplingParams | Sequence[SamplingParams],
     progress: bool,
 ) -> MethodResult:
+    """Time `method` over `prompts`; `params` is one for all prompts or one per prompt."""
+    per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+
     def engine() -> SpecEngine:
         return SpecEngine(backend, tokenizer=tokenizer, proposers=dict(method.proposers), num_speculative_tokens=method.k)
 
     async with engine() as warm:  # a separate engine, so its stats stay out of the measurement
-        await warm.generate(prompts[0], attrs.evolve(params, max_new_tokens=4))
+        await warm.generate(prompts[0], attrs.evolve(per_prompt[0], max_new_tokens=4))
     async with engine() as measured:
         outputs: list[list[int]] = []
+        seen: list[list[int]] = []
         start = time.perf_counter()
-        for prompt in tqdm(prompts, desc=method.name, disable=not progress, leave=False):
-            done = await measured.generate(prompt, params)
+        for prompt, p in tqdm(list(zip(prompts, per_prompt)), desc=method.name, disable=not progress, leave=False):
+            done = await measured.generate(prompt, p)
             outputs.append(list(done.token_ids))
+            seen.append(list(done.prompt_ids))
         seconds = time.perf_counter() - start
         stats = measured.metrics().totals
-    return MethodResult(method.name, sum(map(len, outputs)), seconds, stats, outputs)
+    return MethodResult(method.name, sum(map(len, outputs)), seconds, stats, outputs, prompts=seen)
+
+
+def _sdk_entry(res: MethodResult, base_tps: float) -> dict[str, Any]:
+    """The per-method figures every report shows (outputs-equal is added by the caller)."""
+    return {
+        "tokens": res.tokens,
+        "seconds": res.seconds,
+        "tokens_per_second": res.tokens_per_second,
+        "speedup": res.tokens_per_second / base_tps if base_tps else 0.0,
+        "mean_accepted_length": res.stats.mean_accepted_length,
+        "acceptance_rate": res.stats.acceptance_rate,
+        "acceptance_by_position": res.stats.acceptance_by_position(),
+        "time_split": res.stats.times.shares(),
+        "target_forwards": res.stats.steps,
+        "proposer_errors": res.stats.proposer_errors,
+    }
 
 
 def run_bench(
@@ -99,18 +131,9 @@ def run_bench(
     report: dict[str, Any] = {"params": attrs.asdict(params), "prompts": len(prompts), "methods": {}}
     for res in results:
         res.equal_to_baseline = sum(a == b for a, b in zip(res.outputs, base.outputs))
-        report["methods"][res.name] = {
-            "tokens": res.tokens,
-            "seconds": res.seconds,
-            "tokens_per_second": res.tokens_per_second,
-            "speedup": res.tokens_per_second / base.tokens_per_second if base.tokens_per_second else 0.0,
-            "mean_accepted_length": res.stats.mean_accepted_length,
-            "acceptance_rate": res.stats.acceptance_rate,
-            "acceptance_by_position": res.stats.acceptance_by_position(),
-            "time_split": res.stats.times.shares(),
+        report["methods"][res.name] = _sdk_entry(res, base.tokens_per_second) | {
             "outputs_equal": f"{res.equal_to_baseline}/{len(prompts)}",
             "all_outputs_equal": res.equal_to_baseline == len(prompts),
-            "proposer_errors": res.stats.proposer_errors,
         }
     return report
 
@@ -125,3 +148,245 @@ def format_report(report: Mapping[str, Any]) -> str:
             f"{m['acceptance_rate']:>8.2f}   {split:<26}  {m['outputs_equal']}"
         )
     return "\n".join(lines)
+
+
+# --- the workload bench: our methods and Hugging Face generate(), same prompts, same model ------
+
+# A greedy divergence is forgiven only where the reference's two best logits are this close:
+# float32 logits from a batched verify and from one-token decoding differ by ~1e-6..1e-5.
+TIE_EPS = 1e-4
+# Option names through which a proposer factory may ask for the draft model.
+DRAFT_OPTIONS = ("model", "draft", "draft_model")
+
+
+@attrs.frozen
+class WorkloadBenchConfig:
+    workloads: tuple[str, ...] = ("code", "chat", "agentic")
+    temperatures: tuple[float, ...] = (0.0, 0.8)
+    n: int | None = None  # prompts per workload; None: the workload's default
+    max_new_tokens: int | None = None  # None: the workload's default
+    k: int = 4  # draft length of our proposers
+    proposers: tuple[str, ...] | None = None  # None: every registered proposer
+    hf_lookup_tokens: int = 10  # prompt_lookup_num_tokens of the HF prompt-lookup baseline
+    seed: int = 0
+
+
+def sdk_methods(names: Sequence[str], k: int, draft: Any) -> tuple[list[Method], dict[str, str]]:
+    """A `Method` per proposer we can build, and why each other one was skipped.
+
+    A factory may need arguments: one named like a draft model gets `draft`; anything else
+    required means the bench cannot run it, so it is skipped rather than guessed at.
+    """
+    import inspect
+
+    from spec_sdk.proposers import registry
+
+    methods: list[Method] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        try:
+            params = inspect.signature(registry.lookup(name)).parameters.values()
+        except Exception as exc:  # a broken plugin must not stop the bench
+            skipped[name] = f"cannot load: {exc}"
+            continue
+        options: dict[str, Any] = {}
+        missing = []
+        for p in params:
+            if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.name in DRAFT_OPTIONS and draft is not None:
+                options[p.name] = draft
+            else:
+                missing.append(p.name)
+        if missing:
+            skipped[name] = f"needs {', '.join(missing)}, which the bench cannot supply"
+            continue
+        try:
+            registry.create(name, **options)  # fail here, not in the middle of a run
+        except Exception as exc:
+            skipped[name] = f"cannot build: {exc}"
+            continue
+        methods.append(Method(f"{name} k={k}", {name: options}, k))
+    return methods, skipped
+
+
+def _first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:
+    for i, (x, y) in enumerate(itertools.zip_longest(a, b)):
+        if x != y:
+            return i
+    return None
+
+
+def tie_aware_same(model: Any, prompt: Sequence[int], got: Sequence[int], ref: Sequence[int], eps: float = TIE_EPS) -> bool:
+    """DESIGN.md's greedy rule for two outputs of the same model: equal, or parted where the
+    model's top-2 logit gap (one plain forward, no cache) is below `eps`. Costs one forward per
+    diverging pair, so the bench can afford it on every output."""
+    from spec_sdk.testing.targets import greedy_step
+
+    i = _first_divergence(got, ref)
+    if i is None:
+        return True
+    if i >= len(got) or i >= len(ref):
+        return False  # one stopped where the other went on: not a tie
+    _, margin = greedy_step(model, [*prompt, *ref[:i]])
+    return margin < eps
+
+
+def _digest(prompts: Sequence[Sequence[int]]) -> str:
+    return hashlib.sha256(json.dumps([list(map(int, p)) for p in prompts]).encode()).hexdigest()[:16]
+
+
+def _params(temperature: float, max_new_tokens: int, seed: int, n: int) -> list[SamplingParams]:
+    """One `SamplingParams` per prompt; sampled runs seed each prompt on its own (seed + i)."""
+    if temperature == 0:
+        return [SamplingParams(max_new_tokens=max_new_tokens)] * n
+    return [SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + i) for i in range(n)]
+
+
+def _hf_entry(res: HFResult, base_tps: float) -> dict[str, Any]:
+    return {
+        "tokens": res.tokens,
+        "seconds": res.seconds,
+        "tokens_per_second": res.tokens_per_second,
+        "speedup": res.tokens_per_second / base_tps if base_tps else 0.0,
+        "mean_accepted_length": res.mean_accepted_length,
+        "acceptance_rate": None,  # generate() does not expose its drafts
+        "acceptance_by_position": None,
+        "time_split": None,
+        "target_forwards": res.forwards,
+        "proposer_errors": 0,
+    }
+
+
+def _run_one(
+    model: Any, tokenizer: Any, backend: TargetModel, draft: Any, methods: Sequence[Method],
+    prompts: list[list[int]], params: list[SamplingParams], config: WorkloadBenchConfig, progress: bool,
+) -> tuple[dict[str, Any], list[list[int]]]:
+    """Every method on one workload at one temperature: the run's report, target-only's outputs."""
+    from spec_sdk.hf_baselines import hf_modes, run_hf_mode
+
+    greedy = params[0].greedy
+    sdk = [anyio.run(_run_method, backend, tokenizer, m, prompts, params, progress) for m in (Method("target-only"), *methods)]
+    hf = [run_hf_mode(model, mode, prompts, params, backend.eos_token_ids, progress)
+          for mode in hf_modes(draft, config.hf_lookup_tokens)]
+    base = sdk[0]
+    entries: dict[str, dict[str, Any]] = {}
+    rows: list[tuple[str, dict[str, Any], list[list[int]], list[list[int]]]] = [
+        (r.name, {"kind": "sdk", **_sdk_entry(r, base.tokens_per_second)}, r.outputs, r.prompts) for r in sdk
+    ] + [(r.name, {"kind": "hf", **_hf_entry(r, base.tokens_per_second)}, r.outputs, r.prompts) for r in hf]
+    for name, entry, outputs, seen in rows:
+        entry["prompts_digest"] = _digest(seen)
+        if greedy:
+            exact = sum(a == b for a, b in zip(outputs, base.outputs))
+            tie = sum(tie_aware_same(model, p, a, b) for p, a, b in zip(prompts, outputs, base.outputs))
+            entry |= {"outputs_equal": f"{tie}/{len(prompts)}", "outputs_equal_exact": f"{exact}/{len(prompts)}",
+                      "all_outputs_equal": tie == len(prompts)}
+        else:  # sampled outputs differ by construction (different random streams); not comparable
+            entry |= {"outputs_equal": "n/a", "outputs_equal_exact": "n/a", "all_outputs_equal": None}
+        entries[name] = entry
+    best_hf = max(hf, key=lambda r: r.tokens_per_second)
+    for entry in entries.values():
+        entry["speedup_vs_best_hf"] = entry["tokens_per_second"] / best_hf.tokens_per_second if best_hf.tokens_per_second else 0.0
+    run = {"temperature": params[0].temperature, "greedy": greedy, "best_hf": best_hf.name, "methods": entries}
+    return run, base.outputs
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": version("transformers"),
+    }
+
+
+def _samples(tokenizer: Any, prompts: list[list[int]], outputs: list[list[int]], count: int = 2) -> list[dict[str, str]]:
+    """A few target-only greedy outputs as text, to show what the model writes."""
+    return [
+        {"prompt_tail": tokenizer.decode(p, skip_special_tokens=False)[-240:], "output": tokenizer.decode(o, skip_special_tokens=False)}
+        for p, o in zip(prompts[:count], outputs[:count])
+    ]
+
+
+def run_workload_bench(
+    model: Any,
+    tokenizer: Any,
+    draft: Any = None,
+    config: WorkloadBenchConfig = WorkloadBenchConfig(),
+    progress: bool = True,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Per workload and temperature: our target-only, every proposer we can build, and the HF
+    `generate()` modes, all on `model` (one object, wrapped by our backend and called by HF).
+    `draft` feeds HF assisted generation and any proposer that asks for a draft model."""
+    from spec_sdk.backends.hf import HFBackend
+    from spec_sdk.proposers import registry
+    from spec_sdk.workloads import get_workload, load_workload
+
+    say = log or (lambda msg: None)
+    backend = HFBackend(model)
+    names = config.proposers if config.proposers is not None else tuple(registry.available())
+    methods, skipped = sdk_methods(names, config.k, draft)
+    if draft is None:
+        skipped["hf-assisted"] = "no draft model"
+    report: dict[str, Any] = {"config": attrs.asdict(config), "machine": _machine(), "skipped": skipped, "workloads": {}}
+    started = time.perf_counter()
+    for name in config.workloads:
+        spec = get_workload(name)
+        max_new = config.max_new_tokens or spec.max_new_tokens
+        t0 = time.perf_counter()
+        prompts = load_workload(name, tokenizer, config.n, config.seed, max_new_tokens=max_new,
+                                context=backend.max_context, model=model)
+        built = time.perf_counter() - t0
+        say(f"[bench] {name}: {len(prompts)} prompts (built in {built:.1f}s), {max_new} new tokens each")
+        runs: dict[str, Any] = {}
+        samples: list[dict[str, str]] = []
+        for temperature in config.temperatures:
+            t0 = time.perf_counter()
+            params = _params(temperature, max_new, config.seed, len(prompts))
+            run, outputs = _run_one(model, tokenizer, backend, draft, methods, prompts, params, config, progress)
+            if run["greedy"] and not samples:
+                samples = _samples(tokenizer, prompts, outputs)
+            runs[f"t={temperature:g}"] = run
+            say(f"[bench] {name} t={temperature:g} done in {time.perf_counter() - t0:.1f}s")
+        report["workloads"][name] = {
+            "about": spec.about,
+            "prompts": len(prompts),
+            "prompt_tokens_mean": sum(map(len, prompts)) / max(1, len(prompts)),
+            "prompt_tokens_max": max(map(len, prompts), default=0),
+            "max_new_tokens": max_new,
+            "prompts_digest": _digest(prompts),
+            "build_seconds": built,
+            "samples": samples,
+            "runs": runs,
+        }
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def format_workload_report(report: Mapping[str, Any]) -> str:
+    head = (f"{'method':<20}{'tok/s':>8}{'vs ours':>9}{'vs HF':>8}{'MAL':>6}{'accept':>8}"
+            f"   propose/score/verify/book   equal")
+    lines: list[str] = []
+    for wname, w in report["workloads"].items():
+        for rname, run in w["runs"].items():
+            lines += ["", f"== {wname} ({w['prompts']} prompts, {w['max_new_tokens']} new tokens), {rname}"
+                      f"{' greedy' if run['greedy'] else ''}; best HF: {run['best_hf']}", head, "-" * len(head)]
+            for name, m in run["methods"].items():
+                split = ("/".join(f"{100 * m['time_split'][k]:.0f}%" for k in ("propose", "score", "verify", "bookkeeping"))
+                         if m["time_split"] else "-")
+                accept = f"{m['acceptance_rate']:.2f}" if m["acceptance_rate"] is not None else "-"
+                lines.append(f"{name:<20}{m['tokens_per_second']:>8.1f}{m['speedup']:>8.2f}x{m['speedup_vs_best_hf']:>7.2f}x"
+                             f"{m['mean_accepted_length']:>6.2f}{accept:>8}   {split:<26}  {m['outputs_equal']}")
+    if report.get("skipped"):
+        lines += ["", "skipped: " + "; ".join(f"{k} ({v})" for k, v in report["skipped"].items())]
+    return "\n".join(lines).lstrip("\n")

@@ -64,11 +64,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.prompts is None:
+        return _bench_workloads(args)
     from transformers import AutoTokenizer
 
     from spec_sdk.backends.hf import HFBackend
     from spec_sdk.bench import Method, format_report, load_prompts, run_bench
 
+    # the bench parser leaves these unset so workload mode can tell "not given" from a value
+    args.temperature = 0.0 if args.temperature is None else args.temperature
+    args.max_new_tokens = 64 if args.max_new_tokens is None else args.max_new_tokens
     model = args.model or _default_model()
     backend = HFBackend(model)
     tokenizer = AutoTokenizer.from_pretrained(model)
@@ -78,10 +83,62 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(backend, tokenizer, prompts, methods, _sampling(args))
     report["model"] = model
     print(format_report(report))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+    _write_json(report, args.json)
+    return 0
+
+
+def _write_json(report: dict[str, Any], path: str | None) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(report, indent=2))
+        print(f"wrote {path}")
+
+
+def _bench_models(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The target directory and the draft directory (None: no draft, HF assisted is skipped).
+
+    `--model`/`--draft` take a zoo variant name (`full`, `tiny`), a zoo directory or a model
+    directory. With no `--draft`, a zoo target's sibling `draft/` is used when there is one.
+    """
+    from spec_sdk.zoo.build import MANIFEST, resolve
+
+    target = resolve(args.model, "target") if args.model else Path(_default_model())
+    if args.draft:
+        return target, resolve(args.draft, "draft")
+    sibling = target.parent / "draft"
+    return target, sibling if (target.parent / MANIFEST).exists() and sibling.is_dir() else None
+
+
+def _bench_workloads(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from spec_sdk.bench import WorkloadBenchConfig, format_workload_report, run_workload_bench
+
+    target_dir, draft_dir = _bench_models(args)
+    model = AutoModelForCausalLM.from_pretrained(str(target_dir), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(target_dir))
+    draft = None
+    if draft_dir is not None:
+        draft = AutoModelForCausalLM.from_pretrained(str(draft_dir), dtype=torch.float32).eval()
+    config = WorkloadBenchConfig(
+        workloads=tuple(w.strip() for w in args.workload.split(",") if w.strip()),
+        temperatures=(0.0, 0.8) if args.temperature is None else (args.temperature,),
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        k=args.num_speculative_tokens,
+        proposers=tuple(args.proposer) if args.proposer else None,
+        hf_lookup_tokens=args.hf_lookup_tokens,
+        seed=0 if args.seed is None else args.seed,
+    )
+    report = run_workload_bench(model, tokenizer, draft, config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    report["model"], report["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
+    print(format_workload_report(report))
+    _write_json(report, args.json)
+    if args.plot:
+        from spec_sdk.plot import plot_workload_report
+
+        print(f"wrote {plot_workload_report(report, args.plot)}")
     return 0
 
 
@@ -104,11 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="stream one generation")
     gen.add_argument("prompt")
     _add_common(gen)
-    bench = sub.add_parser("bench", help="target-only vs proposers on a prompt file")
-    bench.add_argument("--prompts", required=True, help="JSONL ({'prompt': ...}) or one prompt per line")
-    bench.add_argument("--limit", type=int, default=None)
+    bench = sub.add_parser("bench", help="target-only vs proposers vs HF generate(), on workloads or a prompt file")
+    bench.add_argument("--workload", default="code,chat,agentic",
+                       help="comma-separated workloads: code, chat, agentic (used when --prompts is not given)")
+    bench.add_argument("--prompts", default=None, help="instead of workloads: JSONL ({'prompt': ...}) or one prompt per line")
+    bench.add_argument("--limit", type=int, default=None, help="with --prompts: use the first N prompts")
+    bench.add_argument("--n", type=int, default=None, help="prompts per workload (default: each workload's own)")
+    bench.add_argument("--draft", default=None, help="draft model for HF assisted generation (default: the zoo's)")
+    bench.add_argument("--hf-lookup-tokens", type=int, default=10, help="prompt_lookup_num_tokens for the HF baseline")
     bench.add_argument("--json", default=None, help="write the report here")
+    bench.add_argument("--plot", default=None, help="workloads: write a PNG of speedup and MAL here")
     _add_common(bench)
+    # unset unless given: prompt-file mode then uses 0.0 / 64, workload mode both 0 and 0.8 and
+    # each workload's own length
+    bench.set_defaults(temperature=None, max_new_tokens=None)
     demo = sub.add_parser("demo", help="stream a speculative generation, then compare with target-only")
     demo.add_argument("--model", default=None)
     demo.add_argument("--prompt", default=None)
