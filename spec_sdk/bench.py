@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from spec_sdk.backends.base import TargetModel
 from spec_sdk.engine import SpecEngine
+from spec_sdk.policy import CascadePolicy, Policy
 from spec_sdk.types import SamplingParams, SpecStats
 
 if TYPE_CHECKING:
@@ -35,11 +36,13 @@ if TYPE_CHECKING:
 
 @attrs.frozen
 class Method:
-    """A named way to decode: proposers (name -> options) and the draft length `k`."""
+    """A named way to decode: proposers (name -> options), the draft length `k`, and the
+    policy that combines them (None: the engine's default, the first proposer at `k`)."""
 
     name: str
     proposers: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     k: int = 0
+    policy: Policy | None = None
 
 
 @attrs.define
@@ -83,7 +86,10 @@ async def _run_method(
     per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
 
     def engine() -> SpecEngine:
-        return SpecEngine(backend, tokenizer=tokenizer, proposers=dict(method.proposers), num_speculative_tokens=method.k)
+        return SpecEngine(
+            backend, tokenizer=tokenizer, proposers=dict(method.proposers), num_speculative_tokens=method.k,
+            policy=method.policy,
+        )
 
     async with engine() as warm:  # a separate engine, so its stats stay out of the measurement
         await warm.generate(prompts[0], attrs.evolve(per_prompt[0], max_new_tokens=4))
@@ -207,7 +213,25 @@ def sdk_methods(names: Sequence[str], k: int, draft: Any) -> tuple[list[Method],
             skipped[name] = f"cannot build: {exc}"
             continue
         methods.append(Method(f"{name} k={k}", {name: options}, k))
-    return methods, skipped
+    return methods + cascades(methods, k), skipped
+
+
+def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix") -> list[Method]:
+    """Arctic Inference's combination: the cheap proposer's draft when it scores at least
+    `k`, else the other proposer's — one cascade per other proposer."""
+    first = next((m for m in methods if cheap in m.proposers), None)
+    if first is None:
+        return []
+    out = []
+    for m in methods:
+        if cheap in m.proposers:
+            continue
+        (other,) = m.proposers
+        out.append(Method(
+            f"cascade {cheap}>{other} k={k}", {**first.proposers, **m.proposers}, k,
+            policy=CascadePolicy((cheap, other), k),
+        ))
+    return out
 
 
 def _first_divergence(a: Sequence[int], b: Sequence[int]) -> int | None:

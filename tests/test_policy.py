@@ -114,3 +114,13 @@ def test_cascade_sampling_follows_target_distribution():
 def test_fixed_policy_target_only():
     assert FixedPolicy(None).plan(None, Load(1)) == {}
     assert FixedPolicy("ngram", 0).plan(None, Load(1)) == {}
+
+
+def test_bench_builds_a_cascade_per_other_proposer():
+    from spec_sdk.bench import Method, cascades
+
+    methods = [Method("suffix k=4", {"suffix": {"tree": False}}, 4), Method("ngram k=4", {"ngram": {}}, 4)]
+    (cascade,) = cascades(methods, 4)
+    assert cascade.proposers == {"suffix": {"tree": False}, "ngram": {}}
+    assert cascade.policy == CascadePolicy(("suffix", "ngram"), 4)
+    assert cascades(methods[1:], 4) == []
