@@ -54,8 +54,9 @@ class EngineMetrics:
 
 
 def _as_backend(target: Any) -> TargetModel:
-    if isinstance(target, TargetModel):
-        return target
+    # duck-typed on the methods, so a backend written before an optional attribute existed still counts
+    if all(callable(getattr(target, m, None)) for m in ("add", "score", "commit", "remove")):
+        return target  # type: ignore[no-any-return]
     from spec_sdk.backends.hf import HFBackend
 
     return HFBackend(target)

@@ -167,7 +167,8 @@ class StepRunner:
                 chosen.append(None)
                 continue
             name = next((n for n, d in options.items() if d is draft), draft.source or "unknown")
-            chosen.append((name, first_chain(draft)))
+            # A tree goes to the backend whole only if it can score one; else its first chain.
+            chosen.append((name, draft if getattr(self.backend, "supports_trees", False) else first_chain(draft)))
         return chosen
 
     def step(self, batch: Sequence[Request], waiting: int) -> list[TokenChunk]:

@@ -347,12 +347,6 @@ def test_greedy_tree_picks_the_first_of_duplicate_siblings() -> None:
     assert verdict == Verdict(path=(0,), tokens=(1, 2))
 
 
-def test_sampling_over_a_tree_is_not_supported_yet() -> None:
-    logits = torch.zeros(3, 4)
-    with pytest.raises(NotImplementedError):
-        verify(logits, Draft(tokens=[1, 2], parents=[-1, -1]), SamplingParams(temperature=1.0), make_generator(0))
-
-
 def test_malformed_batches_raise() -> None:
     params = SamplingParams(temperature=1.0)
     with pytest.raises(ValueError):

@@ -42,6 +42,10 @@ class TargetModel(Protocol):
     token is always fed by `score`. `commit(rid, path)` keeps the root and the accepted draft
     nodes `path` (indices into the draft, root to leaf), dropping the rest; the token the
     verifier adds after the path is fed by the next `score`.
+
+    `supports_trees`: whether `score` accepts a non-chain draft (every node attending to the
+    cached context, the root and its own ancestors only) and `commit` a root-to-node path of it.
+    When False the engine sends only each draft's first chain (each node's first child).
     """
 
     vocab_size: int
@@ -50,6 +54,7 @@ class TargetModel(Protocol):
     max_context: int
     device: torch.device
     dtype: torch.dtype
+    supports_trees: bool
 
     def add(self, request_id: str, prompt: Sequence[int]) -> None: ...
 

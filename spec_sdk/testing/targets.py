@@ -112,6 +112,7 @@ class TableTarget:
             raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
         self.vocab_size = vocab_size
         self.hidden_size = vocab_size
+        self.supports_trees = True  # scores every node from its own root-to-node context
         self.order = order
         self.eos_token_ids = tuple(int(t) for t in eos_token_ids)
         self.max_context = max_context

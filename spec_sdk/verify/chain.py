@@ -1,9 +1,11 @@
-"""Verification of drafts against the target: greedy and rejection sampling over chains, greedy over trees.
+"""Verification of drafts against the target: greedy and rejection sampling, chains and trees.
 
 `verify` is `verify_batch` on a batch of one, so the two cannot disagree. A batch is verified
 together: every sampled row of every request is warped in one `warp_probs` call, every greedy row is
 argmaxed in one call, acceptance is decided with tensor ops, and the results reach the host in one
-transfer (a single GPU sync per step).
+transfer (a single GPU sync per step). Greedy trees follow the argmax child (below); sampled trees
+are in `spec_sdk.verify.tree`, which also explains why a tree with `probs` is sampled as its first
+chain.
 
 Rejection sampling (Leviathan et al. / Chen et al.): draft token x_i ~ q_i is accepted with
 probability min(1, p_i(x_i) / q_i(x_i)); the first rejection emits a token from
@@ -20,6 +22,7 @@ import torch
 from torch import Tensor
 
 from spec_sdk.types import Draft, SamplingParams, Verdict
+from spec_sdk.verify.tree import first_chain_nodes, sampled_tree_values
 from spec_sdk.verify.warp import sample_with_uniforms, to_device, uniforms, warp_probs
 
 
@@ -78,25 +81,16 @@ def verify_batch(
         raise ValueError("verify_batch needs one logits, draft, params and generator per request")
     checked = [_checked(x, d) for x, d in zip(logits, drafts)]
     greedy = [j for j, p in enumerate(params) if p.greedy]
-    sampled = [j for j, p in enumerate(params) if not p.greedy]
-    for j in sampled:
-        draft = checked[j]
-        if draft is not None and not draft.is_chain:
-            raise NotImplementedError("rejection sampling over a draft tree is not supported yet")
+    # Sampled requests: chains (and trees with probs, reduced to their first chain, see tree.py)
+    # go to the chain sampler; deterministic trees to the sibling-rejection tree sampler.
+    as_tree = [j for j, p in enumerate(params) if not p.greedy and _is_plain_tree(checked[j])]
+    as_chain = [j for j, p in enumerate(params) if not p.greedy and not _is_plain_tree(checked[j])]
 
     phases: list[_Phase] = []
     if greedy:
         phases.append(_greedy_phase(greedy, [logits[j] for j in greedy], [checked[j] for j in greedy]))
-    if sampled:
-        phases.append(
-            _sampled_phase(
-                sampled,
-                [logits[j] for j in sampled],
-                [checked[j] for j in sampled],
-                [params[j] for j in sampled],
-                [generators[j] for j in sampled],
-            )
-        )
+    if as_chain or as_tree:
+        phases.extend(_sampled_phases(as_chain, as_tree, logits, checked, params, generators))
     if not phases:
         return []
 
@@ -208,19 +202,76 @@ def _draft_q(draft: Draft, vocab: int, dtype: torch.dtype, device: torch.device)
     return torch.zeros(len(draft), vocab, dtype=dtype, device=device).scatter_(1, tokens, 1.0)
 
 
-def _sampled_phase(
-    ids: list[int],
-    logits: list[Tensor],
-    drafts: list[Draft | None],
-    params: list[SamplingParams],
-    generators: list[torch.Generator | None],
-) -> _Phase:
+def _is_plain_tree(draft: Draft | None) -> bool:
+    """A deterministic non-chain draft: the one kind the tree sampler takes."""
+    return draft is not None and not draft.is_chain and draft.probs is None
+
+
+def _sampled_phases(
+    as_chain: list[int],
+    as_tree: list[int],
+    logits: Sequence[Tensor],
+    drafts: Sequence[Draft | None],
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator | None],
+) -> list[_Phase]:
+    """The chain and tree sampling phases, their rows warped together in one `warp_probs` call."""
     device = logits[0].device
-    vocab = logits[0].shape[1]
+    chain_logits: list[Tensor] = []
+    chain_drafts: list[Draft | None] = []
+    chain_nodes: dict[int, list[int]] = {}  # request -> tree node of each first-chain position
+    for j in as_chain:
+        draft = drafts[j]
+        if draft is None or draft.is_chain:
+            chain_logits.append(logits[j])
+            chain_drafts.append(draft)
+            continue
+        nodes = first_chain_nodes(draft)  # a tree with probs: see tree.py for why
+        assert draft.probs is not None
+        chain_nodes[j] = nodes
+        rows = to_device([0, *(1 + i for i in nodes)], torch.int64, device)
+        chain_logits.append(logits[j].index_select(0, rows))
+        chain_drafts.append(Draft(tokens=[draft.tokens[i] for i in nodes], probs=draft.probs[nodes]))
+    tree_logits = [logits[j] for j in as_tree]
+    row_params = [params[j] for j, x in zip(as_chain + as_tree, chain_logits + tree_logits) for _ in range(x.shape[0])]
+    p_all = warp_probs(torch.cat(chain_logits + tree_logits), row_params)  # every sampled row, one call
+    chain_rows = sum(x.shape[0] for x in chain_logits)
+
+    phases = []
+    if as_chain:
+        phase = _sampled_phase(as_chain, p_all[:chain_rows], chain_drafts, [generators[j] for j in as_chain])
+        if chain_nodes:
+            phase = _Phase(ids=phase.ids, values=phase.values, finish=_to_tree_paths(phase, chain_nodes))
+        phases.append(phase)
+    if as_tree:
+        values, finish = sampled_tree_values(
+            p_all[chain_rows:], [drafts[j] for j in as_tree], [generators[j] for j in as_tree]  # type: ignore[misc]
+        )
+        phases.append(_Phase(ids=as_tree, values=values, finish=finish))
+    return phases
+
+
+def _to_tree_paths(phase: _Phase, chain_nodes: dict[int, list[int]]) -> Callable[[list[int]], list[Verdict]]:
+    """Wrap a chain phase's finish so first-chain positions become the tree's node indices."""
+
+    def finish(host: list[int]) -> list[Verdict]:
+        verdicts = phase.finish(host)
+        return [
+            Verdict(path=[chain_nodes[j][i] for i in v.path], tokens=v.tokens) if j in chain_nodes else v
+            for j, v in zip(phase.ids, verdicts)
+        ]
+
+    return finish
+
+
+def _sampled_phase(
+    ids: list[int], p_all: Tensor, drafts: list[Draft | None], generators: list[torch.Generator | None]
+) -> _Phase:
+    """Chain rejection sampling; `p_all` holds the requests' warped rows, 1 + n_j each."""
+    device = p_all.device
+    vocab = p_all.shape[1]
     lengths = [0 if d is None else len(d) for d in drafts]
     starts = _row_starts(lengths)
-    row_params = [p for p, n in zip(params, lengths) for _ in range(1 + n)]
-    p_all = warp_probs(torch.cat(logits), row_params)  # the whole batch's sampled rows, one call
 
     # A fixed n + 1 uniforms per request (n acceptance tests, one extra token), so a request's
     # generator advances the same way whatever was accepted.
