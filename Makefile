@@ -23,8 +23,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest -m "not gpu and not slow" tests
 
+# the side-by-side comparison of docs/benchmarks.md (about 10 min on a quiet 2-core CPU)
 bench: $(STAMP)
-	$(BIN)/spec-sdk bench --prompts benchmarks/prompts/repetitive.jsonl --json out/bench-repetitive.json
+	OMP_NUM_THREADS=1 $(BIN)/spec-sdk bench --workload code,chat,agentic --json docs/bench/bench.json --plot docs/bench/bench.png
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis out
