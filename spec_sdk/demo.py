@@ -34,8 +34,8 @@ def run_demo(model: str | Path, prompt: str | None, max_new_tokens: int) -> None
     async def speculative() -> tuple[list[int], float]:
         async with SpecEngine(backend, tokenizer=tokenizer) as warm:  # its stats stay out of the figures
             await warm.generate(prompt, max_new_tokens=2)
-        async with SpecEngine(backend, tokenizer=tokenizer, proposers=["ngram"], num_speculative_tokens=6) as eng:
-            print(f"--- streaming (n-gram proposer, k=6) ---\n{prompt}", end="")
+        async with SpecEngine(backend, tokenizer=tokenizer, proposers=["suffix"], num_speculative_tokens=6) as eng:
+            print(f"--- streaming (suffix-tree proposer, k=6) ---\n{prompt}", end="")
             start = time.perf_counter()
             tokens: list[int] = []
             async with eng.stream(prompt, params) as stream:
