@@ -68,7 +68,8 @@ class FixedPolicy:
 @attrs.frozen
 class CascadePolicy:
     """Ask cheap proposers first; take a draft as soon as its score clears the bar, else ask
-    the next one; after the last, take the best-scoring draft of all.
+    the next one; the last stage's draft is taken as it is (the best-scoring earlier draft only
+    when the last stage has none).
 
     `Draft.score` is each proposer's estimate of how many tokens will be accepted, so one bar
     serves all stages. The default bar is Arctic Inference's rule: the cheap draft wins when
@@ -103,5 +104,9 @@ class CascadePolicy:
             if draft is not None and draft.score >= bar:
                 return draft
             return DEFER
+        if draft is not None:
+            # scores of different proposers are not on one scale: comparing them across stages
+            # measured worse than trusting the stage the bar sent us to (docs/benchmarks.md)
+            return draft
         candidates = [d for d in drafts.values() if d is not None]
         return max(candidates, key=lambda d: d.score, default=None)

@@ -53,7 +53,9 @@ def test_cascade_choose_rule():
     assert policy.choose(view, {"cheap": good}) is good  # score >= the model's k: taken at once
     assert policy.choose(view, {"cheap": poor}) is DEFER
     assert policy.choose(view, {"cheap": None}) is DEFER
-    assert policy.choose(view, {"cheap": poor, "model": model}) is model  # best score at the end
+    assert policy.choose(view, {"cheap": poor, "model": model}) is model  # the last stage's draft
+    assert policy.choose(view, {"cheap": good, "model": model}) is model  # even if an earlier one scored more
+    assert policy.choose(view, {"cheap": poor, "model": None}) is poor  # else the best earlier one
     assert policy.choose(view, {"cheap": None, "model": None}) is None
     assert CascadePolicy(("a", "b"), threshold=0.5).choose(view, {"a": poor}) is poor
     with pytest.raises(ConfigError):
@@ -102,7 +104,7 @@ def test_cascade_sampling_follows_target_distribution():
     exact = exact_sequence_distribution(target, [1, 2, 3], 3, params)
     n = 3000
     proposers = [NgramProposer(min_n=1, max_n=2), _Scored("random", 5, 0.2, seed=4)]
-    policy = CascadePolicy(("ngram", "random"), k=2, threshold=0.3)
+    policy = CascadePolicy(("ngram", "random"), k=2, threshold=0.1)
     all_params = [attrs.evolve(params, seed=i) for i in range(n)]
     done, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * n, all_params, 2, policy=policy))
     counts = Counter(tuple(c.token_ids) for c in done)
