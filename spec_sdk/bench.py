@@ -106,13 +106,20 @@ async def _run_method(
     return MethodResult(method.name, sum(map(len, outputs)), seconds, stats, outputs, prompts=seen)
 
 
+def _rate_fields(tokens: int, seconds: float, tps: float, base_tps: float) -> dict[str, Any]:
+    """The throughput figures SDK and HF entries share, speedup against our target-only."""
+    return {
+        "tokens": tokens,
+        "seconds": seconds,
+        "tokens_per_second": tps,
+        "speedup": tps / base_tps if base_tps else 0.0,
+    }
+
+
 def _sdk_entry(res: MethodResult, base_tps: float) -> dict[str, Any]:
     """The per-method figures every report shows (outputs-equal is added by the caller)."""
     return {
-        "tokens": res.tokens,
-        "seconds": res.seconds,
-        "tokens_per_second": res.tokens_per_second,
-        "speedup": res.tokens_per_second / base_tps if base_tps else 0.0,
+        **_rate_fields(res.tokens, res.seconds, res.tokens_per_second, base_tps),
         "mean_accepted_length": res.stats.mean_accepted_length,
         "acceptance_rate": res.stats.acceptance_rate,
         "acceptance_by_position": res.stats.acceptance_by_position(),
@@ -269,10 +276,7 @@ def _params(temperature: float, max_new_tokens: int, seed: int, n: int) -> list[
 
 def _hf_entry(res: HFResult, base_tps: float) -> dict[str, Any]:
     return {
-        "tokens": res.tokens,
-        "seconds": res.seconds,
-        "tokens_per_second": res.tokens_per_second,
-        "speedup": res.tokens_per_second / base_tps if base_tps else 0.0,
+        **_rate_fields(res.tokens, res.seconds, res.tokens_per_second, base_tps),
         "mean_accepted_length": res.mean_accepted_length,
         "acceptance_rate": None,  # generate() does not expose its drafts
         "acceptance_by_position": None,
