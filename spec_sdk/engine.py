@@ -125,6 +125,12 @@ class SpecEngine:
         self.backend: TargetModel = _as_backend(target)
         self.tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(target)
         self.proposers: dict[str, Proposer] = build_proposers(config.proposers)
+        for proposer in self.proposers.values():
+            # optional hook: a proposer that must match the target (vocabulary, hidden size)
+            # checks it here, before any request, and fails with a ConfigError
+            bind = getattr(proposer, "bind", None)
+            if callable(bind):
+                bind(self.backend, self.tokenizer)
         first = next(iter(self.proposers), None)
         self.policy: Policy = policy or config.policy or FixedPolicy(first, config.num_speculative_tokens)
         self._stats = SpecStats()
