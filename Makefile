@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench docs clean
 
 # torch goes first and pinned: 2.13.0 is the CPU wheel on this machine's disk; any other
 # torch request would pull a multi-GB CUDA build.
@@ -27,5 +27,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/spec-sdk bench --workload code,chat,agentic --json docs/bench/bench.json --plot docs/bench/bench.png
 
+# the docs site into site/ (tests/test_docs.py builds it too, so CI fails on broken docs)
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis out
+	rm -rf $(VENV) .pytest_cache .hypothesis out site

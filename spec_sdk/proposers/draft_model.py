@@ -17,7 +17,7 @@ needs to stay lossless. (`sample=False` drafts greedily under sampling too; the 
 treats that as a one-hot `q`, which is lossless as well.)
 
 Drafting stops early once the draft's confidence in its own token (the top probability of
-its unwarped distribution) falls below `min_confidence`. `Draft.score` is the expected
+its unwarped distribution) falls below `min_confidence`; that last token is still proposed. `Draft.score` is the expected
 number of accepted tokens if each token were accepted with its confidence: the sum of the
 running products of confidences.
 """
@@ -296,12 +296,8 @@ class DraftModelProposer:
         return [self._make_draft(t, c, q) for t, c, q in zip(tokens, conf, qs)]
 
     def _make_draft(self, tokens: list[int], conf: list[float], qs: list[Tensor | None]) -> Draft | None:
-        if self.min_confidence > 0:
-            # the token whose confidence fell below the floor is the one to drop
-            while tokens and conf[len(tokens) - 1] < self.min_confidence:
-                tokens, conf, qs = tokens[:-1], conf[:-1], qs[:-1]
-        if not tokens:
-            return None
+        # The token whose confidence fell below the floor stays: it cost no extra draft forward,
+        # one more position in the target's forward is nearly free, and it is right often enough.
         score, run = 0.0, 1.0
         for c in conf:
             run *= c
