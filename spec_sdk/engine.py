@@ -45,11 +45,13 @@ class EngineMetrics:
     failed: int
     totals: SpecStats
     proposers: dict[str, SpecStats]
+    policy: dict[str, Any] | None = None  # the policy's own report, for policies that give one
 
     def as_dict(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in ("active", "waiting", "finished", "cancelled", "failed")}
         out["totals"] = self.totals.as_dict()
         out["proposers"] = {k: v.as_dict() for k, v in self.proposers.items()}
+        out["policy"] = self.policy
         return out
 
 
@@ -218,7 +220,11 @@ class SpecEngine:
             return stream.completion()
 
     def metrics(self) -> EngineMetrics:
+        """A snapshot: active and waiting requests, finished / cancelled / failed counts,
+        speculation totals, per-proposer stats, and the policy's report when it gives one."""
+        report = getattr(self.policy, "report", None)
         return EngineMetrics(
+            policy=report() if callable(report) else None,
             active=len(self._active),
             waiting=len(self._waiting),
             totals=copy.deepcopy(self._stats),

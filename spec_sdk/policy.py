@@ -31,12 +31,41 @@ class Load:
     waiting: int = 0
 
 
+@attrs.frozen
+class Outcome:
+    """What became of one request's draft this step."""
+
+    request_id: str
+    proposer: str | None  # whose draft was verified; None: no speculation
+    drafted: int
+    accepted: int
+    emitted: int
+    greedy: bool
+
+
+@attrs.frozen
+class StepFeedback:
+    """One step as it was measured, for policies that learn (optional `Policy.feedback`)."""
+
+    batch_size: int
+    draft_tokens: int  # draft nodes scored, over the whole batch
+    score_seconds: float
+    other_seconds: float  # verification, bookkeeping and the policy itself
+    propose_seconds: Mapping[str, float]  # per proposer asked this step
+    asked: Mapping[str, tuple[int, int]]  # per proposer: (requests asked, largest budget)
+    outcomes: Sequence[Outcome]
+
+
 @runtime_checkable
 class Policy(Protocol):
     """`plan` names the proposers to ask, in order, and the draft budget `k` of each (an empty
     mapping, or k = 0, means: do not speculate for this request this step). The engine asks
     them one round at a time; after each round `choose` sees the drafts so far and picks one,
-    returns None (no speculation), or returns `DEFER` to ask the next planned proposer."""
+    returns None (no speculation), or returns `DEFER` to ask the next planned proposer.
+
+    Optional hooks, called when a policy has them: `begin_step(reqs, load, proposers)` before
+    the step's plans (to decide for the whole batch at once), `feedback(StepFeedback)` after
+    it, `forget(request_id)` when a request ends, and `report()` (a dict) for the metrics."""
 
     def plan(self, req: RequestView, load: Load) -> Mapping[str, int]: ...
 

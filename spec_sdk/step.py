@@ -14,7 +14,7 @@ import attrs
 import torch
 
 from spec_sdk.backends.base import ScoreItem, TargetModel
-from spec_sdk.policy import DEFER, Load, Policy
+from spec_sdk.policy import DEFER, Load, Outcome, Policy, StepFeedback
 from spec_sdk.proposers.base import Proposer
 from spec_sdk.request import Request
 from spec_sdk.types import Draft, SpecStats, StepTimes, TokenChunk
@@ -63,6 +63,9 @@ class StepRunner:
     policy: Policy
     stats: SpecStats
     proposer_stats: dict[str, SpecStats]
+    # this step's proposer calls: seconds, and (requests asked, largest budget), per proposer
+    _propose_seconds: dict[str, float] = attrs.field(init=False, factory=dict)
+    _asked: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
 
     def prefill(self, reqs: Sequence[Request]) -> dict[str, BaseException]:
         """Add new requests to the backend and the proposers; returns the ones that failed."""
@@ -87,6 +90,9 @@ class StepRunner:
                 req.started = False
                 for proposer in self.proposers.values():
                     self._safely(proposer.finish, req)
+            forget = getattr(self.policy, "forget", None)
+            if callable(forget):
+                forget(req.id)
 
     def _safely(self, fn: object, req: Request) -> None:
         try:
@@ -112,6 +118,7 @@ class StepRunner:
     def _ask(self, name: str, idx: list[int], budgets: list[int], batch: Sequence[Request],
              drafts: list[dict[str, Draft | None]]) -> None:
         """One batched call of one proposer; its failures cost only these drafts."""
+        start = time.perf_counter()
         try:
             out = self.proposers[name].propose([batch[i].view for i in idx], budgets)
             if len(out) != len(idx):
@@ -123,6 +130,10 @@ class StepRunner:
                 drafts[i][name] = None
             self.proposer_stats.setdefault(name, SpecStats()).proposer_errors += len(idx)
             return
+        finally:
+            seconds, (n, k) = self._propose_seconds.get(name, 0.0), self._asked.get(name, (0, 0))
+            self._propose_seconds[name] = seconds + time.perf_counter() - start
+            self._asked[name] = (n + len(idx), max([k, *budgets]))
         for i, budget, draft in zip(idx, budgets, out):
             if draft is not None and len(draft) > 0:
                 problem = draft_problem(draft, budget, self.backend.vocab_size)
@@ -137,6 +148,9 @@ class StepRunner:
         """Ask proposers in rounds, in plan order: after each round the policy picks a draft
         or defers to the request's next proposer (a cascade asks the expensive one only when
         the cheap one's draft is not good enough)."""
+        begin = getattr(self.policy, "begin_step", None)
+        if callable(begin):
+            begin([r.view for r in batch], load, list(self.proposers))
         plans = self._plans(batch, load)
         drafts: list[dict[str, Draft | None]] = [{} for _ in batch]
         picked: list[Draft | None] = [None] * len(batch)
@@ -171,8 +185,16 @@ class StepRunner:
             chosen.append((name, draft if getattr(self.backend, "supports_trees", False) else first_chain(draft)))
         return chosen
 
+    @staticmethod
+    def _feedback(hook: object, fb: StepFeedback) -> None:
+        try:
+            hook(fb)  # type: ignore[operator]
+        except Exception:  # a policy that fails to learn must not fail the batch's requests
+            log.exception("policy feedback failed")
+
     def step(self, batch: Sequence[Request], waiting: int) -> list[TokenChunk]:
         t0 = time.perf_counter()
+        self._propose_seconds, self._asked = {}, {}
         picks = self._propose(batch, Load(batch_size=len(batch), waiting=waiting))
         drafts = [p[1] if p is not None else None for p in picks]
         t1 = time.perf_counter()
@@ -185,11 +207,14 @@ class StepRunner:
         )
         t3 = time.perf_counter()
         chunks = []
+        outcomes = []
         for req, pick, res, verdict in zip(batch, picks, scored, verdicts):
             self.backend.commit(req.id, verdict.path)
             chunk = req.append(verdict.tokens, verdict.num_accepted)
             chunks.append(chunk)
             drafted = len(pick[1]) if pick is not None else 0
+            outcomes.append(Outcome(req.id, pick[0] if pick is not None else None, drafted, verdict.num_accepted,
+                                    len(chunk.token_ids), req.params.greedy))
             req.stats.record(drafted, verdict.num_accepted, len(chunk.token_ids))
             self.stats.record(drafted, verdict.num_accepted, len(chunk.token_ids))
             if pick is not None:
@@ -206,6 +231,17 @@ class StepRunner:
                     log.exception("proposer %s observe failed", proposer.name)
                     req.stats.proposer_errors += 1
         t4 = time.perf_counter()
+        feedback = getattr(self.policy, "feedback", None)
+        if callable(feedback):
+            self._feedback(feedback, StepFeedback(
+                batch_size=len(batch),
+                draft_tokens=sum(len(d) for d in drafts if d is not None),
+                score_seconds=t2 - t1,
+                other_seconds=(t1 - t0 - sum(self._propose_seconds.values())) + (t4 - t2),
+                propose_seconds=dict(self._propose_seconds),
+                asked=dict(self._asked),
+                outcomes=outcomes,
+            ))
         times = StepTimes(propose=t1 - t0, score=t2 - t1, verify=t3 - t2, bookkeeping=t4 - t3)
         self.stats.times.add(times)
         share = 1.0 / len(batch)

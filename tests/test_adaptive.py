@@ -1,0 +1,223 @@
+"""The adaptive policy: its estimators, its decisions on measured costs, its retries, and
+losslessness while it switches proposers and draft lengths mid-request."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spec_sdk import SamplingParams
+from spec_sdk.adaptive import AdaptivePolicy
+from spec_sdk.errors import ConfigError
+from spec_sdk.estimators import Acceptance, CostModel, expected_tokens
+from spec_sdk.policy import Load, Outcome, StepFeedback
+from spec_sdk.proposers.base import RequestView
+from spec_sdk.proposers.ngram import NgramProposer
+from spec_sdk.testing import (
+    OracleProposer,
+    RandomProposer,
+    SampledRandomProposer,
+    TableTarget,
+    WrongProposer,
+    chi_square,
+    exact_sequence_distribution,
+    greedy_next_fn,
+    reference_greedy,
+    run_concurrently,
+    tie_aware_equal,
+)
+from spec_sdk.testing.strategies import prompts
+from spec_sdk.types import SpecStats
+
+# -- estimators ---------------------------------------------------------------------------
+
+
+def test_acceptance_counts_reached_and_accepted_positions() -> None:
+    acc = Acceptance(decay=1.0)
+    acc.add(drafted=4, accepted=2)  # positions 0,1 accepted, 2 reached and rejected, 3 never reached
+    acc.add(drafted=4, accepted=4)
+    assert acc.tried == [2, 2, 2, 1]
+    assert acc.accepted == [2, 2, 1, 1]
+    assert acc.rates(4, [0.5], strength=0.0) == [1.0, 1.0, 0.5, 1.0]
+    # an unreached position falls back to the prior; shrinkage pulls towards it
+    assert Acceptance(decay=1.0).rates(1, [0.3], strength=0.0) == [0.3]
+    assert Acceptance().rates(2, [0.3]) == [0.3, 0.3]
+    assert acc.rates(1, [0.0], strength=2.0) == [pytest.approx(2 / 4)]
+
+
+def test_expected_tokens_is_one_plus_the_expected_accepted_run() -> None:
+    assert expected_tokens([]) == [1.0]
+    assert expected_tokens([0.5, 0.5]) == [1.0, 1.5, 1.75]
+    assert expected_tokens([1.0, 1.0, 0.0]) == [1.0, 2.0, 3.0, 3.0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(a=st.floats(1e-4, 1e-2), b=st.floats(0, 1e-3), c=st.floats(0, 1e-3))
+def test_cost_model_recovers_a_linear_cost(a: float, b: float, c: float) -> None:
+    model = CostModel(prior=[1e-3, 1e-4, 1e-4], scales=[1.0, 8.0, 8.0], ridge=1e-3)
+    for batch in range(1, 17):
+        for tokens in (0, 4, 16, 40):
+            model.add([1.0, batch, tokens], a + b * batch + c * tokens)
+    for batch, tokens in ((1, 0), (8, 20), (16, 64)):
+        assert model.predict([1.0, batch, tokens]) == pytest.approx(a + b * batch + c * tokens, rel=0.05, abs=2e-5)
+
+
+def test_cost_model_keeps_its_prior_for_what_was_never_varied() -> None:
+    model = CostModel(prior=[0.01, 0.0, 0.001], scales=[1.0, 1.0, 8.0])
+    for _ in range(50):
+        model.add([1.0, 1.0, 4.0], 0.014)  # the draft length never changes
+    # the total is fitted; the per-token slope stays near its prior instead of going wild
+    assert model.predict([1.0, 1.0, 4.0]) == pytest.approx(0.014, rel=0.05)
+    assert 0.0 <= float(model.theta[2]) < 0.004
+
+
+# -- decisions on measured costs ----------------------------------------------------------
+
+
+def _view(rid: str, greedy: bool = True) -> RequestView:
+    params = SamplingParams() if greedy else SamplingParams(temperature=1.0)
+    return RequestView(rid, [1, 2, 3], 3, params, SpecStats())
+
+
+def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, float, float],
+              propose: dict[str, float], batch: int = 1, steps: int = 300, seed: int = 0) -> Counter[tuple[str | None, int]]:
+    """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens,
+    proposer p costs propose[p] per call, and accepts each position with probability accept[p]."""
+    import random
+
+    rng = random.Random(seed)
+    views = [_view(f"r{i}") for i in range(batch)]
+    decisions: Counter[tuple[str | None, int]] = Counter()
+    for _ in range(steps):
+        policy.begin_step(views, Load(batch), list(accept))
+        outcomes, drafted_total, asked, seconds = [], 0, {}, {}
+        for v in views:
+            plan = policy.plan(v, Load(batch))
+            name, k = next(iter(plan.items())) if plan else (None, 0)
+            decisions[(name, k)] += 1
+            accepted = 0
+            if name is not None:
+                while accepted < k and rng.random() < accept[name]:
+                    accepted += 1
+                drafted_total += k
+                n, kmax = asked.get(name, (0, 0))
+                asked[name] = (n + 1, max(kmax, k))
+                seconds[name] = propose[name]
+            outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, True))
+        a, b, c = score
+        policy.feedback(StepFeedback(batch, drafted_total, a + b * batch + c * drafted_total, 1e-4,
+                                     seconds, asked, outcomes))
+    return decisions
+
+
+def _top(decisions: Counter[tuple[str | None, int]]) -> tuple[str | None, int]:
+    return decisions.most_common(1)[0][0]
+
+
+def test_picks_the_proposer_that_pays_and_a_long_draft_when_tokens_are_cheap() -> None:
+    policy = AdaptivePolicy(max_k=8, explore=0.02)
+    d = _simulate(policy, {"good": 0.9, "bad": 0.2}, (0.01, 0.0, 0.0002), {"good": 1e-4, "bad": 1e-4})
+    name, k = _top(d)
+    assert name == "good" and k >= 6
+    report = policy.report()
+    assert report["chosen"]["good"] > 0.8
+    assert report["realised_tokens_per_step"] > 3
+
+
+def test_turns_speculation_off_when_draft_tokens_cost_more_than_they_bring() -> None:
+    policy = AdaptivePolicy(max_k=8, explore=0.0, retry_after=16)
+    # each draft token costs half a step and is accepted 30% of the time: never worth it
+    d = _simulate(policy, {"meh": 0.3}, (0.01, 0.0, 0.005), {"meh": 1e-4}, steps=400)
+    assert d[(None, 0)] > 0.8 * 400
+    # ...but it keeps retrying, less and less often (the gap doubles after each failed retry)
+    tries = sum(c for (n, _), c in d.items() if n == "meh")
+    assert 3 <= tries < 60
+
+
+def test_an_expensive_proposer_loses_to_a_cheap_one_with_the_same_acceptance() -> None:
+    policy = AdaptivePolicy(max_k=4, explore=0.02)
+    d = _simulate(policy, {"slow": 0.7, "fast": 0.7}, (0.01, 0.0, 0.0002), {"slow": 0.02, "fast": 1e-5})
+    assert _top(d)[0] == "fast"
+
+
+def test_budgets_shrink_as_the_batch_grows_and_the_forward_gets_compute_bound() -> None:
+    def mean_k(batch: int) -> float:
+        policy = AdaptivePolicy(max_k=8, explore=0.0)
+        # a compute-bound forward: each token in it (draft or not) costs the same
+        d = _simulate(policy, {"p": 0.6}, (0.002, 0.001, 0.001), {"p": 1e-5}, batch=batch, steps=120)
+        total = sum(d.values())
+        return sum(k * c for (_, k), c in d.items()) / total
+
+    small, large = mean_k(1), mean_k(32)
+    assert small > 1.0 and large < small
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ConfigError):
+        AdaptivePolicy(explore=2.0)
+    with pytest.raises(ConfigError):
+        AdaptivePolicy(max_k=0)
+    with pytest.raises(ConfigError):
+        AdaptivePolicy(retry_after=0)
+
+
+# -- lossless while switching -------------------------------------------------------------
+
+
+def _named(p, name: str):
+    p.name = name
+    return p
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.lists(prompts(6, max_len=16), min_size=1, max_size=5), n_new=st.integers(1, 30),
+       seed=st.integers(0, 1000))
+def test_switching_proposers_mid_request_is_lossless_greedy(batch, n_new, seed) -> None:
+    target = TableTarget(vocab_size=6, order=2, seed=7)
+    proposers = [
+        _named(OracleProposer(greedy_next_fn(target)), "oracle"),
+        _named(WrongProposer(greedy_next_fn(target), 6, seed=seed), "wrong"),
+        _named(RandomProposer(6, seed=seed), "random"),
+        NgramProposer(),
+    ]
+    policy = AdaptivePolicy(max_k=4, explore=0.4, retry_after=2, seed=seed)  # switch a lot
+    params = [SamplingParams(max_new_tokens=n_new)] * len(batch)
+    done, metrics = anyio.run(lambda: run_concurrently(target, proposers, batch, params, 4, policy=policy))
+    for prompt, c in zip(batch, done, strict=True):
+        ref, margins = reference_greedy(target, prompt, n_new)
+        assert tie_aware_equal(list(c.token_ids), ref, margins)
+
+
+def test_switching_really_happens_within_requests() -> None:
+    target = TableTarget(vocab_size=6, order=2, seed=7)
+    proposers = [_named(OracleProposer(greedy_next_fn(target)), "oracle"),
+                 _named(WrongProposer(greedy_next_fn(target), 6, seed=1), "wrong")]
+    policy = AdaptivePolicy(max_k=4, explore=0.3, seed=3)
+    params = [SamplingParams(max_new_tokens=40)] * 4
+    _, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * 4, params, 4, policy=policy))
+    assert set(metrics.proposers) == {"oracle", "wrong"}
+    assert metrics.policy["chosen"]["oracle"] > metrics.policy["chosen"].get("wrong", 0)
+
+
+def test_adaptive_sampling_follows_target_distribution() -> None:
+    target = TableTarget(vocab_size=5, order=2, seed=3)
+    params = SamplingParams(temperature=0.8, top_k=4, max_new_tokens=3)
+    exact = exact_sequence_distribution(target, [1, 2, 3], 3, params)
+    n = 3000
+    proposers = [
+        _named(SampledRandomProposer(5, seed=4), "sampled"),
+        _named(OracleProposer(greedy_next_fn(target)), "oracle"),
+        NgramProposer(min_n=1, max_n=2),
+    ]
+    policy = AdaptivePolicy(max_k=3, explore=0.3, retry_after=2, seed=5)
+    all_params = [attrs.evolve(params, seed=i) for i in range(n)]
+    done, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * n, all_params, 3, policy=policy))
+    counts = Counter(tuple(c.token_ids) for c in done)
+    _, _, p = chi_square(counts, exact, n)
+    assert p > 1e-4
+    assert len(metrics.proposers) >= 2  # drafts of several proposers were verified
