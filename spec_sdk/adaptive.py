@@ -4,7 +4,7 @@ maximise the whole batch's expected tokens per second, from estimates measured o
 What it estimates (spec_sdk.estimators), all exponentially decayed so they follow changes:
 - per request and proposer, the acceptance of each draft position, shrunk towards the
   proposer's acceptance over all requests (kept apart for greedy and sampled requests);
-- the target's score time as a function of batch size and draft tokens in the forward;
+- the target's score time as a function of the tokens in the forward (roots and drafts);
 - each proposer's time per call as a function of requests asked and the largest budget;
 - everything else a step costs (verification, bookkeeping), as a constant.
 
@@ -15,7 +15,10 @@ score-time fit, and budgets shrink or switch off on their own -- no batch-size t
 
 Exploring keeps estimates honest: with probability `explore` a request tries a random
 (proposer, k); a request whose drafts stopped paying (k = 0) retries each proposer after
-`retry_after` steps, the wait doubling after each retry that gets nothing accepted.
+`retry_after` steps, the wait doubling after each retry that gets nothing accepted. And every
+`probe_every` steps the whole batch runs one step without drafts: when the batch size and the
+chosen draft lengths barely change, the tokens in the forward barely change either, and the
+cost of a draft token cannot be told from the fixed cost of a step without such a probe.
 """
 
 from __future__ import annotations
@@ -55,13 +58,16 @@ class AdaptivePolicy:
     `proposers`: the names to choose from (None: every proposer the engine has). `max_k`: the
     largest draft, one for all or per proposer. `explore`: the chance a request tries a random
     option in a step. `retry_after`: steps before a request that stopped speculating tries a
-    proposer again. `seed`: exploration is reproducible.
+    proposer again. `probe_every`: every so many steps the whole batch decodes without drafts,
+    which pins down what the forward costs without them (0: never). `seed`: exploration is
+    reproducible.
     """
 
     proposers: Sequence[str] | None = None
     max_k: int | Mapping[str, int] = 8
     explore: float = 0.03
     retry_after: int = 16
+    probe_every: int = 64
     seed: int = 0
     _rng: random.Random = attrs.field(init=False)
     _requests: dict[str, _RequestState] = attrs.field(init=False, factory=dict)
@@ -81,6 +87,8 @@ class AdaptivePolicy:
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
             raise ConfigError(f"explore must be in [0, 1], got {self.explore}")
+        if self.probe_every < 0:
+            raise ConfigError(f"probe_every must be >= 0, got {self.probe_every}")
         if self.retry_after < 1:
             raise ConfigError(f"retry_after must be >= 1, got {self.retry_after}")
         ks = self.max_k.values() if isinstance(self.max_k, Mapping) else [self.max_k]
@@ -101,10 +109,6 @@ class AdaptivePolicy:
         own = state.acceptance.get(name)
         rates = own.rates(k, prior) if own is not None else prior
         return expected_tokens(rates)
-
-    def _score_time(self, batch: int, tokens: int) -> float:
-        assert self._score is not None
-        return self._score.predict([1.0, batch, tokens])
 
     def _propose_time(self, name: str, requests: int, k: int) -> float:
         model = self._propose.get(name)
@@ -127,6 +131,8 @@ class AdaptivePolicy:
                 name = names[(self._step + i) % len(names)]
                 self._decide(r.id, s, name, min(4, self._kmax(name)), None)
             return
+        if self.probe_every and self._step % self.probe_every == 0:
+            return  # a probe: every request at k = 0 (no decisions means no drafts)
         gains = {n: [self._expected(s, n) for s in states] for n in names}
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
@@ -163,16 +169,18 @@ class AdaptivePolicy:
             batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
         options: list[tuple[str | None, int]] = [(None, 0)]
         options += [(n, k) for n in names for k in range(1, self._kmax(n) + 1)]
-        for _ in range(2):
+        for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
             for i in range(len(choice)):
                 if i in forced:
                     continue
                 name, k = choice[i]
                 batch.add(name, k, -(gains[name][i][k] if name is not None else 1.0), remove=True)
+                others = batch.proposer_seconds()
+                others_total = sum(t for t, _, _ in others.values())
                 best, best_rate = choice[i], -1.0
                 for option in options:
                     gain = gains[option[0]][i][option[1]] if option[0] is not None else 1.0
-                    rate = batch.rate_with(option[0], option[1], gain)
+                    rate = batch.rate_with(option[0], option[1], gain, others, others_total)
                     if rate > best_rate * (1 + 1e-9):
                         best, best_rate = option, rate
                 choice[i] = best
@@ -193,20 +201,22 @@ class AdaptivePolicy:
         return drafts.get(name) if name is not None else None
 
     def feedback(self, fb: StepFeedback) -> None:
+        tokens = fb.batch_size + fb.draft_tokens  # every token in the forward, roots included
         if self._score is None:
             base = max(fb.score_seconds, 1e-6)
-            # the prior: a step costs what this one did, a draft token 5% of it
-            self._score = CostModel(
-                prior=[0.5 * base, 0.5 * base / fb.batch_size, _PRIOR_TOKEN_SHARE * base],
-                scales=[1.0, max(fb.batch_size, 1), 8.0],
-            )
-        self._score.add([1.0, fb.batch_size, fb.draft_tokens], fb.score_seconds)
+            # the prior: half of this step fixed, half shared by its tokens. Root and draft
+            # tokens cost the same in one forward, so the batch size changing (requests come
+            # and go) teaches the per-token cost even while the draft lengths stay put.
+            self._score = CostModel(prior=[((1.0, 0.0), 0.5 * base), ((1.0, tokens), base)])
+        self._score.add([1.0, tokens], fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
         for name, seconds in fb.propose_seconds.items():
             n, k = fb.asked.get(name, (1, 1))
             model = self._propose.get(name)
             if model is None:
-                model = CostModel(prior=[seconds / 2, seconds / 2 / max(n, 1), 0.0], scales=[1.0, max(n, 1), 4.0])
+                # prior: a third fixed, a third per request asked, a third per token of budget
+                model = CostModel(prior=[((1.0, 0.0, 0.0), seconds / 3), ((1.0, n, 0.0), 2 * seconds / 3),
+                                         ((1.0, n, k), seconds)])
                 self._propose[name] = model
             model.add([1.0, n, k], seconds)
         for o in fb.outcomes:
@@ -260,13 +270,17 @@ class AdaptivePolicy:
 
 
 class _Totals:
-    """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs."""
+    """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs.
+    Costs are the fitted coefficients as plain floats: no tensor work in the inner loop."""
 
-    __slots__ = ("policy", "size", "tokens", "drafted", "ks")
+    __slots__ = ("base", "per_token", "propose", "tokens", "drafted", "ks")
 
     def __init__(self, policy: AdaptivePolicy, size: int) -> None:
-        self.policy = policy
-        self.size = size
+        assert policy._score is not None
+        a, c = policy._score.coef
+        self.base = a + c * size + (policy._other or 0.0)
+        self.per_token = c
+        self.propose = {n: m.coef for n, m in policy._propose.items()}
         self.tokens = 0.0
         self.drafted = 0
         self.ks: dict[str, Counter[int]] = {}
@@ -282,19 +296,27 @@ class _Totals:
         if counts[k] == 0:
             del counts[k]
 
-    def rate_with(self, name: str | None, k: int, gain: float) -> float:
-        """Tokens per second of the batch if the request being decided took (name, k)."""
-        p = self.policy
-        drafted = self.drafted + (k if name is not None else 0)
-        seconds = p._score_time(self.size, drafted) + (p._other or 0.0)
+    def _propose_time(self, name: str, requests: int, k: int) -> float:
+        coef = self.propose.get(name)
+        if coef is None or requests == 0:
+            return 0.0
+        return coef[0] + coef[1] * requests + coef[2] * k
+
+    def proposer_seconds(self) -> dict[str, tuple[float, int, int]]:
+        """Per proposer in use: (seconds, requests, largest budget) as the batch stands."""
+        out = {}
         for n, counts in self.ks.items():
             requests = sum(counts.values())
             kmax = max(counts, default=0)
-            if n == name and k > 0:
-                requests += 1
-                kmax = max(kmax, k)
-            seconds += p._propose_time(n, requests, kmax)
-        if name is not None and k > 0 and name not in self.ks:
-            seconds += p._propose_time(name, 1, k)
+            out[n] = (self._propose_time(n, requests, kmax), requests, kmax)
+        return out
+
+    def rate_with(self, name: str | None, k: int, gain: float, others: dict[str, tuple[float, int, int]],
+                  others_total: float) -> float:
+        """Tokens per second of the batch if the request being decided took (name, k)."""
+        seconds = self.base + self.per_token * (self.drafted + (k if name is not None else 0)) + others_total
+        if name is not None and k > 0:
+            t, requests, kmax = others.get(name, (0.0, 0, 0))
+            seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t
         total = self.tokens + gain
         return total / seconds if seconds > 0 else 0.0

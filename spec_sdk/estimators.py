@@ -1,5 +1,5 @@
 """Online estimates for the adaptive policy: decayed acceptance by draft position, and costs
-as decayed ridge regressions that start from a prior and follow what the machine measures."""
+as decayed least-squares fits that start from a prior and follow what the machine measures."""
 
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ class Acceptance:
         return self.tried[0] if self.tried else 0.0
 
     def rates(self, k: int, prior: Sequence[float], strength: float = 2.0) -> list[float]:
-        """Conditional acceptance of positions 0..k-1, each shrunk towards `prior` (as if
-        `strength` drafts had gone the prior's way); positions never reached use the prior."""
-        out = []
+        """Conditional acceptance of positions 0..k-1, each shrunk towards its prior (as if
+        `strength` drafts had gone the prior's way). Past the end of `prior`, a position's prior
+        is the estimate of the position before it: deep positions are rarely reached, and
+        acceptance there is more like its neighbour's than like a fixed guess."""
+        out: list[float] = []
         for j in range(k):
-            p = prior[min(j, len(prior) - 1)] if prior else 0.5
+            p = prior[j] if j < len(prior) else (out[-1] if out else 0.5)
             t = self.tried[j] if j < len(self.tried) else 0.0
             a = self.accepted[j] if j < len(self.accepted) else 0.0
             out.append((a + strength * p) / (t + strength) if t + strength > 0 else p)
@@ -63,25 +65,37 @@ def expected_tokens(rates: Sequence[float]) -> list[float]:
 
 @attrs.define
 class CostModel:
-    """seconds ≈ features · θ, fitted by decayed ridge regression towards a prior θ0.
+    """seconds ≈ features · θ, fitted by decayed least squares with a prior.
 
-    The prior keeps the model sensible before the features vary (e.g. every step so far had
-    the same draft length, so its slope cannot be told yet); measured steps pull it away.
+    The prior is a few pseudo-observations (`prior`: (features, seconds) pairs) that count as
+    `ridge` measured steps each and never decay: they keep the fit sensible before the features
+    vary (every step so far had the same draft length, say) and are outweighed once they do.
     """
 
-    prior: Sequence[float]
-    scales: Sequence[float] | None = None  # a typical value of each feature
+    prior: Sequence[tuple[Sequence[float], float]]
     decay: float = 0.98
-    ridge: float = 1.0
+    ridge: float = 0.25
     _xtx: torch.Tensor = attrs.field(init=False)
     _xty: torch.Tensor = attrs.field(init=False)
+    _p_xtx: torch.Tensor = attrs.field(init=False)
+    _p_xty: torch.Tensor = attrs.field(init=False)
     _theta: torch.Tensor | None = attrs.field(init=False, default=None)
+    _coef: tuple[float, ...] = attrs.field(init=False, default=())
     samples: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
-        n = len(self.prior)
+        n = len(self.prior[0][0])
         self._xtx = torch.zeros((n, n), dtype=torch.float64)
         self._xty = torch.zeros(n, dtype=torch.float64)
+        self._p_xtx = torch.zeros((n, n), dtype=torch.float64)
+        self._p_xty = torch.zeros(n, dtype=torch.float64)
+        for features, seconds in self.prior:
+            x = torch.tensor(features, dtype=torch.float64)
+            self._p_xtx += self.ridge * torch.outer(x, x)
+            self._p_xty += self.ridge * x * seconds
+        # a hair of plain ridge, so that a prior that pins fewer directions than there are
+        # features still gives a solvable system
+        self._p_xtx += 1e-12 * torch.eye(n, dtype=torch.float64)
 
     def add(self, features: Sequence[float], seconds: float) -> None:
         x = torch.tensor(features, dtype=torch.float64)
@@ -90,20 +104,20 @@ class CostModel:
         self._theta = None
         self.samples += 1
 
-    def _ridge(self) -> torch.Tensor:
-        # the prior counts as `ridge` observations with every feature at its typical size, so
-        # it weighs the same against the data whatever the units of a feature
-        scales = torch.tensor(self.scales or [1.0] * len(self.prior), dtype=torch.float64)
-        return torch.diag(self.ridge * scales**2)
-
     @property
     def theta(self) -> torch.Tensor:
         if self._theta is None:
-            prior = torch.tensor(self.prior, dtype=torch.float64)
-            lam = self._ridge()
-            theta = torch.linalg.solve(self._xtx + lam, self._xty + lam @ prior)
+            theta = torch.linalg.solve(self._xtx + self._p_xtx, self._xty + self._p_xty)
             self._theta = theta.clamp_min(0.0)  # no cost is negative; a fit that says so is noise
+            self._coef = tuple(self._theta.tolist())
         return self._theta
 
+    @property
+    def coef(self) -> tuple[float, ...]:
+        """θ as plain floats: the policy evaluates thousands of what-ifs a step."""
+        if self._theta is None:
+            _ = self.theta
+        return self._coef
+
     def predict(self, features: Sequence[float]) -> float:
-        return float(torch.tensor(features, dtype=torch.float64) @ self.theta)
+        return sum(c * x for c, x in zip(self.coef, features))
