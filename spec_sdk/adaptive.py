@@ -204,10 +204,12 @@ class AdaptivePolicy:
         tokens = fb.batch_size + fb.draft_tokens  # every token in the forward, roots included
         if self._score is None:
             base = max(fb.score_seconds, 1e-6)
-            # the prior: half of this step fixed, half shared by its tokens. Root and draft
-            # tokens cost the same in one forward, so the batch size changing (requests come
-            # and go) teaches the per-token cost even while the draft lengths stay put.
-            self._score = CostModel(prior=[((1.0, 0.0), 0.5 * base), ((1.0, tokens), base)])
+            # the prior: a forward of a few tokens costs about what a forward of one does (small
+            # batches are bound by reading the weights): 90% of this step fixed, 10% shared by
+            # its tokens. Root and draft tokens cost the same in one forward, so the batch size
+            # changing (requests come and go) teaches the per-token cost as well as the draft
+            # lengths changing does.
+            self._score = CostModel(prior=[((1.0, 0.0), 0.9 * base), ((1.0, tokens), base)])
         self._score.add([1.0, tokens], fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
         for name, seconds in fb.propose_seconds.items():
