@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test install bench docs clean
 
 # torch goes first and pinned: 2.13.0 is the CPU wheel on this machine's disk; any other
-# torch request would pull a multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# torch request would pull a multi-GB CUDA build. The example plugins (plugins/*) go after the
+# SDK they depend on; `make test` runs their tests too.
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q $(foreach p,$(wildcard plugins/*/pyproject.toml),-e $(dir $(p)))
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -21,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/spec-sdk demo
 
 test: $(STAMP)
-	$(BIN)/pytest -m "not gpu and not slow" tests
+	$(BIN)/pytest -m "not gpu and not slow" tests plugins
 
 # the side-by-side comparison of docs/benchmarks.md (about 10 min on a quiet 2-core CPU)
 bench: $(STAMP)

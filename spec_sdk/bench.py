@@ -17,7 +17,7 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +43,8 @@ class Method:
     proposers: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     k: int = 0
     policy: Policy | None = None
+    # a policy that learns must start fresh in each engine (the warm-up's and the measured one's)
+    policy_factory: Callable[[], Policy] | None = None
 
 
 @attrs.define
@@ -88,7 +90,7 @@ async def _run_method(
     def engine() -> SpecEngine:
         return SpecEngine(
             backend, tokenizer=tokenizer, proposers=dict(method.proposers), num_speculative_tokens=method.k,
-            policy=method.policy,
+            policy=method.policy_factory() if method.policy_factory is not None else method.policy,
         )
 
     async with engine() as warm:  # a separate engine, so its stats stay out of the measurement
@@ -170,6 +172,9 @@ def format_report(report: Mapping[str, Any]) -> str:
 TIE_EPS = 1e-4
 # Option names through which a proposer factory may ask for the draft model.
 DRAFT_OPTIONS = ("model", "draft", "draft_model")
+# Option name through which a speculator factory takes where to find its checkpoint; the bench
+# passes the target's directory, and the factory picks its sibling (the zoo's mlp/ or lstm/).
+SPECULATOR_OPTION = "speculator"
 
 
 @attrs.frozen
@@ -182,13 +187,20 @@ class WorkloadBenchConfig:
     proposers: tuple[str, ...] | None = None  # None: every registered proposer
     hf_lookup_tokens: int = 10  # prompt_lookup_num_tokens of the HF prompt-lookup baseline
     seed: int = 0
+    sweep: tuple[int, ...] = ()  # more draft lengths to run every single proposer at, besides k
+    adaptive: bool = True  # also run the adaptive policy over every proposer (not told the workload)
 
 
-def sdk_methods(names: Sequence[str], k: int, draft: Any) -> tuple[list[Method], dict[str, str]]:
+def sdk_methods(
+    names: Sequence[str], k: int, draft: Any, given: Mapping[str, Mapping[str, Any]] | None = None,
+    speculator: Any = None,
+) -> tuple[list[Method], dict[str, str]]:
     """A `Method` per proposer we can build, and why each other one was skipped.
 
-    A factory may need arguments: one named like a draft model gets `draft`; anything else
-    required means the bench cannot run it, so it is skipped rather than guessed at.
+    A factory may need arguments: `given[name]` supplies some (a workload's corpus for the
+    retrieval proposer), one named like a draft model gets `draft`, one named `speculator` gets
+    `speculator` (the target's directory: a speculator proposer loads its sibling checkpoint);
+    anything else required means the bench cannot run it, so it is skipped rather than guessed at.
     """
     import inspect
 
@@ -202,10 +214,13 @@ def sdk_methods(names: Sequence[str], k: int, draft: Any) -> tuple[list[Method],
         except Exception as exc:  # a broken plugin must not stop the bench
             skipped[name] = f"cannot load: {exc}"
             continue
-        options: dict[str, Any] = {}
+        options: dict[str, Any] = dict((given or {}).get(name, {}))
         missing = []
         for p in params:
-            if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            if p.name == SPECULATOR_OPTION and speculator is not None and p.name not in options:
+                options[p.name] = speculator  # optional in the factory, but the bench knows the target
+                continue
+            if p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name in options:
                 continue
             if p.name in DRAFT_OPTIONS and draft is not None:
                 options[p.name] = draft
@@ -221,6 +236,37 @@ def sdk_methods(names: Sequence[str], k: int, draft: Any) -> tuple[list[Method],
             continue
         methods.append(Method(f"{name} k={k}", {name: options}, k))
     return methods + cascades(methods, k), skipped
+
+
+def sweep_methods(methods: Sequence[Method], ks: Sequence[int]) -> list[Method]:
+    """Every single-proposer method again at each draft length in `ks` (its own k excluded)."""
+    out = []
+    for m in methods:
+        if len(m.proposers) != 1 or m.policy is not None:
+            continue
+        (name,) = m.proposers
+        out += [attrs.evolve(m, name=f"{name} k={k}", k=k) for k in ks if k != m.k]
+    return out
+
+
+def adaptive_method(methods: Sequence[Method], max_k: int = 8) -> Method | None:
+    """The adaptive policy over every single proposer of `methods`, with their options."""
+    from spec_sdk.adaptive import AdaptivePolicy
+
+    proposers: dict[str, Mapping[str, Any]] = {}
+    for m in methods:
+        if len(m.proposers) == 1 and m.policy is None:
+            proposers.update(m.proposers)
+    if not proposers:
+        return None
+    names = list(proposers)
+    return Method("adaptive", proposers, max_k, policy_factory=lambda: AdaptivePolicy(proposers=names, max_k=max_k))
+
+
+def _with_extras(methods: list[Method], config: WorkloadBenchConfig) -> list[Method]:
+    extra = sweep_methods(methods, config.sweep)
+    adaptive = adaptive_method(methods, max((config.k, *config.sweep))) if config.adaptive else None
+    return methods + extra + ([adaptive] if adaptive is not None else [])
 
 
 def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix") -> list[Method]:
@@ -352,24 +398,35 @@ def run_workload_bench(
     config: WorkloadBenchConfig = WorkloadBenchConfig(),
     progress: bool = True,
     log: Any = None,
+    backend: TargetModel | None = None,
 ) -> dict[str, Any]:
     """Per workload and temperature: our target-only, every proposer we can build, and the HF
     `generate()` modes, all on `model` (one object, wrapped by our backend and called by HF).
-    `draft` feeds HF assisted generation and any proposer that asks for a draft model."""
+    `draft` feeds HF assisted generation and any proposer that asks for a draft model.
+    `backend`: our methods' target (default `HFBackend(model)`; e.g. a `NativeBackend` of the same
+    checkpoint)."""
     from spec_sdk.backends.hf import HFBackend
     from spec_sdk.proposers import registry
     from spec_sdk.workloads import get_workload, load_workload
 
     say = log or (lambda msg: None)
-    backend = HFBackend(model)
+    backend = backend if backend is not None else HFBackend(model)
     names = config.proposers if config.proposers is not None else tuple(registry.available())
-    methods, skipped = sdk_methods(names, config.k, draft)
+    target_dir = getattr(model, "name_or_path", None) or None  # where a speculator's checkpoint is found
+    methods, skipped = sdk_methods(names, config.k, draft, speculator=target_dir)
     if draft is None:
         skipped["hf-assisted"] = "no draft model"
     report: dict[str, Any] = {"config": attrs.asdict(config), "machine": _machine(), "skipped": skipped, "workloads": {}}
     started = time.perf_counter()
     for name in config.workloads:
         spec = get_workload(name)
+        # a workload that brings proposer options (a retrieval corpus) gets its own methods
+        wl_methods, wl_skipped = (
+            sdk_methods(names, config.k, draft, spec.proposer_options, target_dir) if spec.proposer_options
+            else (methods, skipped)
+        )
+        for pname in set(skipped) & set(spec.proposer_options) - set(wl_skipped):
+            skipped[pname] += f"; ran on {name} with the workload's options"
         max_new = config.max_new_tokens or spec.max_new_tokens
         t0 = time.perf_counter()
         prompts = load_workload(name, tokenizer, config.n, config.seed, max_new_tokens=max_new,
@@ -381,7 +438,7 @@ def run_workload_bench(
         for temperature in config.temperatures:
             t0 = time.perf_counter()
             params = _params(temperature, max_new, config.seed, len(prompts))
-            run, outputs = _run_one(model, tokenizer, backend, draft, methods, prompts, params, config, progress)
+            run, outputs = _run_one(model, tokenizer, backend, draft, _with_extras(wl_methods, config), prompts, params, config, progress)
             if run["greedy"] and not samples:
                 samples = _samples(tokenizer, prompts, outputs)
             runs[f"t={temperature:g}"] = run
@@ -394,6 +451,8 @@ def run_workload_bench(
             "max_new_tokens": max_new,
             "prompts_digest": _digest(prompts),
             "build_seconds": built,
+            "proposer_options": {k: dict(v) for k, v in spec.proposer_options.items()},
+            "skipped": wl_skipped,
             "samples": samples,
             "runs": runs,
         }

@@ -1,4 +1,4 @@
-"""The `spec-sdk` command: demo, generate, bench, zoo."""
+"""The `spec-sdk` command: demo, generate, bench, zoo, train-speculator."""
 
 from __future__ import annotations
 
@@ -39,6 +39,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--backend", choices=("hf", "native"), default="hf",
+                   help="target backend: hf (any transformers model) or native (Llama family, KV slots, batched trees)")
+
+
+def _backend(kind: str, model: str | Path) -> Any:
+    """The target as the chosen backend (a local model directory)."""
+    if kind == "native":
+        from spec_sdk.backends.native import NativeBackend
+
+        return NativeBackend(model)
+    from spec_sdk.backends.hf import HFBackend
+
+    return HFBackend(model)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -47,8 +60,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = args.model or _default_model()
     proposers = args.proposer or ["ngram"]
 
+    target: Any = model
+    tokenizer = None
+    if args.backend == "native":
+        from transformers import AutoTokenizer
+
+        target, tokenizer = _backend("native", model), AutoTokenizer.from_pretrained(model)
+
     async def run() -> None:
-        async with SpecEngine(model, proposers=proposers, num_speculative_tokens=args.num_speculative_tokens) as eng:
+        async with SpecEngine(target, tokenizer=tokenizer, proposers=proposers,
+                              num_speculative_tokens=args.num_speculative_tokens) as eng:
             async for chunk in eng.stream(args.prompt, _sampling(args)):
                 print(chunk.text if chunk.text else "", end="", flush=True)
             print()
@@ -68,20 +89,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_workloads(args)
     from transformers import AutoTokenizer
 
-    from spec_sdk.backends.hf import HFBackend
     from spec_sdk.bench import Method, format_report, load_prompts, run_bench
 
     # the bench parser leaves these unset so workload mode can tell "not given" from a value
     args.temperature = 0.0 if args.temperature is None else args.temperature
     args.max_new_tokens = 64 if args.max_new_tokens is None else args.max_new_tokens
     model = args.model or _default_model()
-    backend = HFBackend(model)
+    backend = _backend(args.backend, model)
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = load_prompts(args.prompts)[: args.limit]
     methods = [Method(f"{name} k={args.num_speculative_tokens}", {name: {}}, args.num_speculative_tokens)
                for name in (args.proposer or ["ngram"])]
     report = run_bench(backend, tokenizer, prompts, methods, _sampling(args))
     report["model"] = model
+    report["backend"] = args.backend
     print(format_report(report))
     _write_json(report, args.json)
     return 0
@@ -130,8 +151,13 @@ def _bench_workloads(args: argparse.Namespace) -> int:
         proposers=tuple(args.proposer) if args.proposer else None,
         hf_lookup_tokens=args.hf_lookup_tokens,
         seed=0 if args.seed is None else args.seed,
+        sweep=tuple(int(k) for k in args.sweep.split(",") if k.strip()) if args.sweep else (),
+        adaptive=not args.no_adaptive,
     )
-    report = run_workload_bench(model, tokenizer, draft, config, log=lambda m: print(m, file=sys.stderr, flush=True))
+    backend = _backend(args.backend, target_dir) if args.backend != "hf" else None
+    report = run_workload_bench(model, tokenizer, draft, config, log=lambda m: print(m, file=sys.stderr, flush=True),
+                                backend=backend)
+    report["backend"] = args.backend
     report["model"], report["draft"] = str(target_dir), None if draft_dir is None else str(draft_dir)
     print(format_workload_report(report))
     _write_json(report, args.json)
@@ -149,6 +175,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_speculator(args: argparse.Namespace) -> int:
+    from spec_sdk.training.cli import run_args
+
+    return run_args(args)
+
+
 def cmd_zoo(argv: list[str]) -> int:
     from spec_sdk.zoo.build import main as zoo_main
 
@@ -163,11 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(gen)
     bench = sub.add_parser("bench", help="target-only vs proposers vs HF generate(), on workloads or a prompt file")
     bench.add_argument("--workload", default="code,chat,agentic",
-                       help="comma-separated workloads: code, chat, agentic (used when --prompts is not given)")
+                       help="comma-separated workloads: code, chat, agentic, stdlib (used when --prompts is not given)")
     bench.add_argument("--prompts", default=None, help="instead of workloads: JSONL ({'prompt': ...}) or one prompt per line")
     bench.add_argument("--limit", type=int, default=None, help="with --prompts: use the first N prompts")
     bench.add_argument("--n", type=int, default=None, help="prompts per workload (default: each workload's own)")
     bench.add_argument("--draft", default=None, help="draft model for HF assisted generation (default: the zoo's)")
+    bench.add_argument("--sweep", default="", help="more draft lengths for every single proposer, e.g. 2,6,8")
+    bench.add_argument("--no-adaptive", action="store_true", help="leave out the adaptive policy")
     bench.add_argument("--hf-lookup-tokens", type=int, default=10, help="prompt_lookup_num_tokens for the HF baseline")
     bench.add_argument("--json", default=None, help="write the report here")
     bench.add_argument("--plot", default=None, help="workloads: write a PNG of speedup and MAL here")
@@ -180,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--prompt", default=None)
     demo.add_argument("--max-new-tokens", type=int, default=96)
     sub.add_parser("zoo", help="build the model zoo (spec-sdk zoo build --variant tiny)", add_help=False)
+    from spec_sdk.training.cli import add_arguments as add_training_arguments
+
+    add_training_arguments(sub.add_parser(
+        "train-speculator", help="distil an MLP or LSTM speculator from a target (spec_sdk.training)"))
     return parser
 
 
@@ -188,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["zoo"]:
         return cmd_zoo(argv[1:])
     args = build_parser().parse_args(argv)
-    handlers: dict[str, Any] = {"generate": cmd_generate, "bench": cmd_bench, "demo": cmd_demo}
+    handlers: dict[str, Any] = {"generate": cmd_generate, "bench": cmd_bench, "demo": cmd_demo,
+                                "train-speculator": cmd_train_speculator}
     start = time.perf_counter()
     code = int(handlers[args.command](args))
     if args.command != "generate":

@@ -18,13 +18,21 @@ keeps `<s>` and the most recent tokens (agents cut their history from the left t
 
 `code` takes HumanEval from the front of a seeded permutation and `agentic` from the back (the
 same for chat questions), so the two workloads use different problems.
+
+* `stdlib`: the signature and docstring of functions and methods of a few standard-library
+  modules, raw, verbatim from their files (a method under its `class` line); the answer the
+  file holds is the body, which the prompt does not contain. The retrieval proposer gets the
+  standard library's source as its corpus through the workload's `proposer_options`.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import attrs
@@ -33,7 +41,7 @@ import torch
 from spec_sdk.zoo.chat import Turn, chat_prompt, render_chat
 from spec_sdk.zoo.data import load_humaneval_prompts, load_sharegpt_first_turns, sharegpt_conversations
 
-WorkloadName = Literal["chat", "code", "agentic"]
+WorkloadName = Literal["chat", "code", "agentic", "stdlib"]
 SessionKind = Literal["refine-code", "refine-chat", "history"]
 
 # Requests per agentic session; sessions cycle through the kinds in this order.
@@ -41,6 +49,13 @@ AGENTIC_TURNS = 3
 SESSION_KINDS: tuple[SessionKind, ...] = ("refine-code", "refine-chat", "history")
 REVISE_CHAT = "Please revise your answer: keep what is right, fix what is wrong, and write the whole answer again."
 REVISE_CODE = "\n\n\n# Revised version of the code above, complete and corrected:\n"
+# The stdlib workload's prompts come from these common pure-Python modules; the retrieval
+# corpus is the whole stdlib source the zoo target was trained on (~9 MB, 2.7M zoo tokens).
+STDLIB_MODULES = ("argparse", "calendar", "csv", "difflib", "fractions", "functools", "heapq", "json",
+                  "shutil", "statistics", "string", "textwrap")
+# The zoo target writes what is frequent in that code more than it quotes any one file, so a
+# match must occur 64 times to be drafted from (measured: plugins/retrieval/README.md).
+STDLIB_RETRIEVAL = {"corpus": "stdlib:*", "min_occurrences": 64}
 
 
 @attrs.frozen
@@ -52,6 +67,8 @@ class WorkloadSpec:
     n: int
     max_new_tokens: int
     about: str
+    # options the bench passes to these proposers on this workload (e.g. a retrieval corpus)
+    proposer_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, eq=False)
 
 
 WORKLOADS: dict[str, WorkloadSpec] = {
@@ -63,6 +80,8 @@ WORKLOADS: dict[str, WorkloadSpec] = {
         WorkloadSpec("chat", 16, 96, "first user turns of held-out ShareGPT conversations, zoo chat format"),
         WorkloadSpec("code", 16, 96, "HumanEval prompts, raw"),
         WorkloadSpec("agentic", 6 * AGENTIC_TURNS, 96, f"sessions of {AGENTIC_TURNS} requests carrying earlier outputs"),
+        WorkloadSpec("stdlib", 16, 96, "stdlib signature + docstring, raw; the body is only in the retrieval corpus",
+                     proposer_options={"retrieval": STDLIB_RETRIEVAL}),
     )
 }
 
@@ -181,6 +200,42 @@ def _agentic(tokenizer: Any, n: int, seed: int, budget: int, max_new_tokens: int
     return prompts[:n]
 
 
+def _module_files(name: str) -> list[Path]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"stdlib module {name!r} not found")
+    origin = Path(spec.origin)
+    return sorted(origin.parent.rglob("*.py")) if spec.submodule_search_locations is not None else [origin]
+
+
+def stdlib_function_prompts(modules: Sequence[str] = STDLIB_MODULES) -> list[str]:
+    """Every documented function of `modules` with at least two statements after its docstring:
+    its decorators, `def` line(s) and docstring, verbatim (a method under its class's line)."""
+    prompts: list[str] = []
+    for path in (f for m in modules for f in _module_files(m)):
+        source = path.read_text(encoding="utf-8")
+        lines = source.splitlines(keepends=True)
+        for node, owner in _functions(ast.parse(source)):
+            if ast.get_docstring(node) is None or len(node.body) < 3:
+                continue
+            head = "" if owner is None else lines[owner.lineno - 1]
+            if owner is not None and not head.rstrip().endswith(":"):
+                continue  # a class statement over several lines: its first line would be cut
+            start = min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1
+            prompts.append(head + "".join(lines[start : node.body[0].end_lineno]))
+    return prompts
+
+
+def _functions(tree: ast.Module) -> list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, ast.ClassDef | None]]:
+    out: list[tuple[ast.FunctionDef | ast.AsyncFunctionDef, ast.ClassDef | None]] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append((node, None))
+        elif isinstance(node, ast.ClassDef):
+            out += [(f, node) for f in node.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return out
+
+
 def _eos_ids(model: Any) -> tuple[int, ...]:
     eos = model.generation_config.eos_token_id
     if eos is None:
@@ -213,4 +268,8 @@ def load_workload(
         return _fitting(tokenizer, [chat_prompt(q) for q in _chat_order(seed)], n, budget)
     if spec.name == "code":
         return _fitting(tokenizer, _humaneval_order(seed), n, budget)
+    if spec.name == "stdlib":
+        texts = stdlib_function_prompts()
+        random.Random(seed).shuffle(texts)
+        return _fitting(tokenizer, texts, n, budget)
     return _agentic(tokenizer, n, seed, budget, max_new, model)

@@ -16,7 +16,7 @@ from spec_sdk.workloads import load_workload
 from spec_sdk.zoo.build import default_model_dir, load
 
 TINY = str(default_model_dir("tiny"))
-SDK = ("target-only", "ngram k=4")
+SDK = ("target-only", "ngram k=4", "adaptive")  # adaptive: over ngram, the one proposer given
 HF = ("hf-plain", "hf-assisted", "hf-prompt-lookup")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,0 +1,27 @@
+"""The bench's extra methods: the k sweep and the adaptive policy over every proposer."""
+
+from __future__ import annotations
+
+from spec_sdk.adaptive import AdaptivePolicy
+from spec_sdk.bench import Method, adaptive_method, cascades, sweep_methods
+from spec_sdk.policy import FixedPolicy
+
+
+def _methods() -> list[Method]:
+    singles = [Method("suffix k=4", {"suffix": {}}, 4), Method("ngram k=4", {"ngram": {"max_n": 3}}, 4)]
+    return singles + cascades(singles, 4)
+
+
+def test_sweep_runs_each_single_proposer_at_each_other_k() -> None:
+    swept = sweep_methods(_methods(), (2, 4, 8))
+    assert [(m.name, m.k) for m in swept] == [("suffix k=2", 2), ("suffix k=8", 8), ("ngram k=2", 2), ("ngram k=8", 8)]
+    assert swept[2].proposers == {"ngram": {"max_n": 3}}  # options carried over
+
+
+def test_adaptive_method_gets_every_single_proposer_and_a_fresh_policy_each_time() -> None:
+    m = adaptive_method(_methods(), max_k=6)
+    assert m is not None and set(m.proposers) == {"suffix", "ngram"} and m.k == 6
+    assert m.policy_factory is not None
+    a, b = m.policy_factory(), m.policy_factory()
+    assert isinstance(a, AdaptivePolicy) and a is not b and a.proposers == ["suffix", "ngram"] and a.max_k == 6
+    assert adaptive_method([Method("x", {"ngram": {}}, 4, policy=FixedPolicy("ngram"))]) is None
