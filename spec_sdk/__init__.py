@@ -15,8 +15,10 @@ Extension points: `Proposer` (register under the entry-point group "spec_sdk.pro
 `Policy`, `TargetModel`. Test kit for plugin authors: `spec_sdk.testing`.
 """
 
+from spec_sdk.adaptive import AdaptivePolicy
 from spec_sdk.backends.base import ScoreItem, ScoreResult, TargetModel
 from spec_sdk.backends.hf import HFBackend
+from spec_sdk.backends.native import NativeBackend
 from spec_sdk.blocking import generate
 from spec_sdk.engine import EngineMetrics, RequestStream, SpecEngine
 from spec_sdk.errors import (
@@ -28,7 +30,7 @@ from spec_sdk.errors import (
     RequestFailedError,
     SpecError,
 )
-from spec_sdk.policy import DEFER, CascadePolicy, FixedPolicy, Load, Policy
+from spec_sdk.policy import DEFER, CascadePolicy, FixedPolicy, Load, Outcome, Policy, StepFeedback
 from spec_sdk.proposers.base import Proposer, RequestView
 from spec_sdk.proposers.registry import available as available_proposers
 from spec_sdk.proposers.registry import create as create_proposer
@@ -38,6 +40,7 @@ from spec_sdk.types import Completion, Draft, SamplingParams, SpecStats, StepTim
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaptivePolicy",
     "DEFER",
     "CascadePolicy",
     "Completion",
@@ -50,6 +53,8 @@ __all__ = [
     "HFBackend",
     "InvalidRequestError",
     "Load",
+    "Outcome",
+    "NativeBackend",
     "Policy",
     "Proposer",
     "ProposerNotFoundError",
@@ -62,6 +67,7 @@ __all__ = [
     "SpecEngine",
     "SpecError",
     "SpecStats",
+    "StepFeedback",
     "StepTimes",
     "TargetModel",
     "TokenChunk",

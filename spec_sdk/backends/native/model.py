@@ -1,0 +1,96 @@
+"""The Llama-family forward over a padded batch, reading and writing the KV slots in place.
+
+Per layer: RMSNorm, one fused q/k/v matmul, rotary on q and k together, the step's keys and values
+written into their slots, `scaled_dot_product_attention` over each row's slot (grouped-query heads
+handled by SDPA itself), the output projection, RMSNorm, one fused gate/up matmul, SiLU-gated
+product and the down projection. No cache objects, no module calls, no per-request loop: about a
+dozen tensor ops per layer whatever the batch.
+
+The same function runs eagerly and under CUDA-graph capture; `gather` says how the cache is read
+(a strided view of a slot range when the rows are consecutive slots, else an index_select of the
+rows' slots, which is also the only form a graph can replay with other slots).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from spec_sdk.backends.native.batch import Batch, attention_mask
+from spec_sdk.backends.native.kv import KVSlots
+from spec_sdk.backends.native.rope import RopeTables, apply_rope
+from spec_sdk.backends.native.spec import LlamaSpec
+from spec_sdk.backends.native.weights import LlamaWeights
+
+Linear = Callable[[torch.Tensor, Any, "torch.Tensor | None"], torch.Tensor]
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float64:
+        # transformers normalises in float32 whatever the dtype; float64 runs are the exact tests
+        # against it, so do the same rather than be more precise than the reference
+        xf = x.to(torch.float32)
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * xf.to(x.dtype)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def dense_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.linear(x, weight, bias)
+
+
+def forward(
+    spec: LlamaSpec,
+    w: LlamaWeights,
+    rope: RopeTables,
+    kv: KVSlots,
+    batch: Batch,
+    linear: Linear = dense_linear,
+    gather: bool = False,
+) -> torch.Tensor:
+    """Final-norm hidden states `[B, T, hidden]` (what the LM head reads); the step's keys and
+    values are left in the cache at `batch.write`."""
+    b, t = batch.ids.shape
+    nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
+    eps = spec.rms_norm_eps
+    kv_len = batch.kv_len
+    cos = rope.cos[batch.pos].unsqueeze(2)  # [B, T, 1, D]: broadcast over heads
+    sin = rope.sin[batch.pos].unsqueeze(2)
+    if batch.plain and not gather:
+        mask = None  # one chain: causal with the queries at the end; T == 1 needs no mask at all
+        causal = t > 1
+        if causal and kv_len != t:
+            mask, causal = attention_mask(batch.lengths, batch.ancestry, kv_len), False
+    else:
+        mask, causal = attention_mask(batch.lengths, batch.ancestry, kv_len), False
+    slot_rows = batch.slots[:, None].expand(b, t)
+    view = None if gather else batch.slot_range
+
+    x = w.embed[batch.ids]
+    for layer_index, layer in enumerate(w.layers):
+        y = rms_norm(x, layer.attn_norm, eps)
+        qkv = linear(y, layer.qkv, layer.qkv_bias).view(b, t, nh + 2 * nkv, d)
+        qk = apply_rope(qkv[:, :, : nh + nkv], cos, sin)
+        q = qk[:, :, :nh].transpose(1, 2)
+        k_all, v_all = kv.k[layer_index], kv.v[layer_index]
+        k_all[slot_rows, :, batch.write] = qk[:, :, nh:]
+        v_all[slot_rows, :, batch.write] = qkv[:, :, nh + nkv :]
+        if view is not None:
+            keys = k_all[view[0] : view[1], :, :kv_len]
+            values = v_all[view[0] : view[1], :, :kv_len]
+        else:
+            keys = k_all[:, :, :kv_len].index_select(0, batch.slots)
+            values = v_all[:, :, :kv_len].index_select(0, batch.slots)
+        att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=nh != nkv)
+        x = x + linear(att.transpose(1, 2).reshape(b, t, nh * d), layer.o, layer.o_bias)
+        y = rms_norm(x, layer.mlp_norm, eps)
+        gate, up = linear(y, layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
+        x = x + linear(F.silu(gate) * up, layer.down, layer.down_bias)
+    return rms_norm(x, w.norm, eps)
+
+
+def lm_head(w: LlamaWeights, hidden: torch.Tensor, linear: Linear = dense_linear) -> torch.Tensor:
+    return linear(hidden, w.head, None)
