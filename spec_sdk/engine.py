@@ -78,11 +78,12 @@ def _load_tokenizer(target: Any) -> Any:
 class _Entry:
     """A request plus the send side of its stream."""
 
-    __slots__ = ("req", "send")
+    __slots__ = ("req", "send", "admitted")
 
     def __init__(self, req: Request, send: MemoryObjectSendStream[TokenChunk | BaseException]) -> None:
         self.req = req
         self.send = send
+        self.admitted = True  # holds one admission slot until released
 
 
 class SpecEngine:
@@ -123,8 +124,13 @@ class SpecEngine:
             max_waiting=max_waiting,
             admission=admission,
         )
-        self.config = config
         self.backend: TargetModel = _as_backend(target)
+        slots = getattr(self.backend, "max_slots", None)
+        if isinstance(slots, int) and 0 < slots < config.max_batch:
+            # a backend with a fixed number of KV slots runs at most that many requests; the
+            # rest wait in the queue (or are rejected at the door) instead of failing in prefill
+            config = attrs.evolve(config, max_batch=slots)
+        self.config = config
         self.tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(target)
         self.proposers: dict[str, Proposer] = build_proposers(config.proposers)
         for proposer in self.proposers.values():
@@ -241,7 +247,12 @@ class SpecEngine:
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 pass
         entry.send.close()
-        self._slots.release()
+        self._release_admission(entry)
+
+    def _release_admission(self, entry: _Entry) -> None:
+        if entry.admitted:
+            entry.admitted = False
+            self._slots.release()
 
     async def _run(self) -> None:
         while True:
@@ -282,6 +293,10 @@ class SpecEngine:
                     entry.send.send_nowait(chunk)
                 except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                     entry.req.cancelled = True
+                if entry.req.finish_reason is not None:
+                    # its caller has the last chunk and may submit the next request at once: that
+                    # one must not be refused for a slot this request gives up at the next step
+                    self._release_admission(entry)
             await anyio.lowlevel.checkpoint()
 
     def _step_sync(

@@ -165,12 +165,15 @@ def test_capacity_is_fixed_reported_and_typed(tiny_model):
     assert backend.memory()["slots_in_use"] == 0
 
 
-def test_engine_surfaces_a_full_cache_as_engine_full_error(tiny_model):
+def test_engine_runs_no_more_requests_than_the_backend_has_slots(tiny_model):
+    """max_batch above the backend's slots is capped: the extra requests wait for a free slot
+    (admission="wait") or are refused at the door with EngineFullError (admission="reject")."""
     backend = NativeBackend(tiny_model, max_slots=2)
 
-    async def main():
+    async def main(admission, max_waiting):
         outcomes = []
-        async with SpecEngine(backend, max_batch=4, admission="wait") as engine:
+        async with SpecEngine(backend, max_batch=4, max_waiting=max_waiting, admission=admission) as engine:
+            assert engine.config.max_batch == 2
 
             async def one(i):
                 try:
@@ -182,11 +185,13 @@ def test_engine_surfaces_a_full_cache_as_engine_full_error(tiny_model):
             async with anyio.create_task_group() as tg:
                 for i in range(4):
                     tg.start_soon(one, i)
-            # the engine keeps serving once slots are free again
+            # the engine keeps serving
             done = await engine.generate([5, 6], SamplingParams(max_new_tokens=3))
         return outcomes, len(done.token_ids)
 
-    outcomes, last = anyio.run(main)
+    outcomes, last = anyio.run(main, "wait", 8)
+    assert outcomes == [4, 4, 4, 4] and last == 3 and len(backend) == 0
+    outcomes, last = anyio.run(main, "reject", 0)
     assert sorted(outcomes, key=str) == [4, 4, "full", "full"]
     assert last == 3 and len(backend) == 0
 
