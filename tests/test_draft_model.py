@@ -30,11 +30,25 @@ def near_copy(vocab_size: int = 64, noise: float = 0.15, seed: int = 0) -> torch
     return draft
 
 
-def make_draft(target: object) -> DraftModelProposer:
-    vocab = int(target.vocab_size)  # type: ignore[attr-defined]
-    if vocab == 64:
-        return DraftModelProposer(near_copy())
-    return DraftModelProposer(tiny_llama(vocab_size=vocab, seed=3))
+RUNNERS = ("hf", "native")
+
+
+def drafts_with(runner: str):
+    def make_draft(target: object) -> DraftModelProposer:
+        vocab = int(target.vocab_size)  # type: ignore[attr-defined]
+        if vocab == 64:
+            return DraftModelProposer(near_copy(), runner=runner)
+        return DraftModelProposer(tiny_llama(vocab_size=vocab, seed=3), runner=runner)
+
+    return make_draft
+
+
+def cached(proposer: DraftModelProposer, rid: str) -> tuple[int, int]:
+    """(entries the runner's cache holds for `rid`, ids the proposer thinks it holds)."""
+    if proposer._native is not None:
+        return proposer._native.backend.cached_length(rid), len(proposer._native.ids[rid])
+    state = proposer._states[rid]
+    return state.cache.get_seq_length(), len(state.ids)
 
 
 def view(rid: str, tokens: list[int], params: SamplingParams | None = None) -> RequestView:
@@ -47,18 +61,20 @@ def full_logits(model: torch.nn.Module, ids: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids])).logits[0, -1]
 
 
-def test_check_lossless_greedy_and_sampling() -> None:
-    report = check_lossless(make_draft, greedy_examples=12, sampling_samples=1500)
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_check_lossless_greedy_and_sampling(runner: str) -> None:
+    report = check_lossless(drafts_with(runner), greedy_examples=12, sampling_samples=1500)
     assert report.greedy_cases == 12
     assert 0 < report.accepted < report.drafted  # a draft that is sometimes right, sometimes wrong
     assert report.samples == 1500 and report.p_value > 1e-4
 
 
-def test_draft_equal_to_target_is_always_accepted() -> None:
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_draft_equal_to_target_is_always_accepted(runner: str) -> None:
     target = tiny_llama(seed=0)
     prompts = [[1, 2, 3], list(range(5, 25)), [9] * 12]
     done, metrics = anyio.run(
-        run_concurrently, HFBackend(target), [DraftModelProposer(tiny_llama(seed=0))], prompts,
+        run_concurrently, HFBackend(target), [DraftModelProposer(tiny_llama(seed=0), runner=runner)], prompts,
         [SamplingParams(max_new_tokens=21)] * 3, 4,
     )
     assert metrics.totals.drafted > 0 and metrics.totals.accepted == metrics.totals.drafted
@@ -67,17 +83,19 @@ def test_draft_equal_to_target_is_always_accepted() -> None:
         assert tie_aware_equal(list(c.token_ids), ref, margins)
 
 
+@pytest.mark.parametrize("runner", RUNNERS)
 @settings(max_examples=15, deadline=None, database=None, derandomize=True)
 @given(
     lens=st.lists(st.integers(1, 20), min_size=2, max_size=5),
     budget=st.integers(1, 6),
     accepted=st.lists(st.integers(0, 6), min_size=5, max_size=5),
 )
-def test_batched_drafts_equal_drafts_alone_across_rollbacks(lens: list[int], budget: int, accepted: list[int]) -> None:
+def test_batched_drafts_equal_drafts_alone_across_rollbacks(runner: str, lens: list[int], budget: int,
+                                                             accepted: list[int]) -> None:
     """Drafting a batch together gives each request exactly what drafting it alone gives, step
     after step, while requests accept part of their drafts (the cache rolls back)."""
     draft = near_copy()
-    together, alone = DraftModelProposer(draft), DraftModelProposer(draft)
+    together, alone = DraftModelProposer(draft, runner=runner), DraftModelProposer(draft, runner=runner)
     seqs = [[(7 * i + 3 * j) % 64 for j in range(n)] for i, n in enumerate(lens)]
     for step in range(3):
         views = [view(f"r{i}", s) for i, s in enumerate(seqs)]
@@ -96,14 +114,15 @@ def test_batched_drafts_equal_drafts_alone_across_rollbacks(lens: list[int], bud
             assert d is not None
             keep = min(accepted[(i + step) % 5], len(d.tokens))
             seqs[i] = seqs[i] + list(d.tokens[:keep]) + [(seqs[i][-1] + 11) % 64]
-    for i, s in enumerate(seqs):
-        state = together._states[f"r{i}"]
-        assert state.cache.get_seq_length() == len(state.ids)
+    for i in range(len(seqs)):
+        held, ids = cached(together, f"r{i}")
+        assert held == ids > 0
 
 
-def test_sampled_draft_reports_the_distribution_it_drew_from() -> None:
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_sampled_draft_reports_the_distribution_it_drew_from(runner: str) -> None:
     draft = near_copy()
-    proposer = DraftModelProposer(draft)
+    proposer = DraftModelProposer(draft, runner=runner)
     params = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, seed=5)
     prompt = [4, 8, 15, 16, 23, 42]
     (d,) = proposer.propose([view("s", prompt, params)], [5])
@@ -115,7 +134,7 @@ def test_sampled_draft_reports_the_distribution_it_drew_from() -> None:
         assert d.probs[i, t] > 0
         ids.append(t)
     # seeded: the same request draws the same draft
-    (again,) = DraftModelProposer(draft).propose([view("s", prompt, params)], [5])
+    (again,) = DraftModelProposer(draft, runner=runner).propose([view("s", prompt, params)], [5])
     assert again is not None and again.tokens == d.tokens
 
 
@@ -180,9 +199,26 @@ def test_table_target_with_padded_draft_head() -> None:
     TableTarget(vocab_size=5)  # the shape the sampling check in check_lossless runs against
 
 
-def test_sampling_distribution_under_strong_warping() -> None:
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_sampling_distribution_under_strong_warping(runner: str) -> None:
     """Low temperature and top-k make the warped `q` far from the raw softmax, so a proposer that
     reported the wrong rows would be caught here (checked: reporting the unwarped softmax fails)."""
     params = SamplingParams(temperature=0.5, top_k=3, max_new_tokens=3)
-    report = check_lossless(make_draft, greedy_examples=4, sampling_samples=2000, sampling_params=params, seed=1)
+    report = check_lossless(drafts_with(runner), greedy_examples=4, sampling_samples=2000, sampling_params=params, seed=1)
     assert report.samples == 2000 and report.p_value > 1e-4
+
+
+def test_runner_choice() -> None:
+    assert DraftModelProposer(tiny_llama(), runner="hf")._native is None
+    assert DraftModelProposer(tiny_llama(), runner="auto")._native is not None  # a Llama: native
+    with pytest.raises(ConfigError, match="runner"):
+        DraftModelProposer(tiny_llama(), runner="fast")
+
+
+def test_native_runner_out_of_slots_drafts_nothing_for_the_extra_request() -> None:
+    proposer = DraftModelProposer(near_copy(), runner="native", max_slots=1)
+    a, b = proposer.propose([view("a", [1, 2, 3]), view("b", [4, 5, 6])], [3, 3])
+    assert a is not None and len(a.tokens) == 3 and b is None
+    proposer.finish(view("a", [1, 2, 3]))
+    (b,) = proposer.propose([view("b", [4, 5, 6])], [3])
+    assert b is not None  # the slot came back

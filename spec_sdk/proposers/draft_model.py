@@ -83,10 +83,15 @@ class DraftModelProposer:
         min_confidence: float = 0.0,
         sample: bool = True,
         dtype: torch.dtype | None = None,
+        runner: str = "auto",
+        max_slots: int = 64,
     ) -> None:
         """`tokenizer`: the draft's tokenizer, compared with the target's when the engine binds
         the proposer (loaded from `model` when it is a path). `min_confidence`: stop drafting once
-        the draft's top probability falls below it (0 drafts the whole budget)."""
+        the draft's top probability falls below it (0 drafts the whole budget). `runner`: "native"
+        runs the draft on the native backend (Llama family: no per-call overhead, KV slots, one
+        batched forward), "hf" through transformers, "auto" native when the model allows it.
+        `max_slots`: requests the native runner holds at once (later ones get no draft)."""
         if not 0.0 <= min_confidence < 1.0:
             raise ConfigError(f"min_confidence must be in [0, 1), got {min_confidence}")
         if isinstance(model, (str, Path)):
@@ -109,6 +114,23 @@ class DraftModelProposer:
         self.width = self.draft_vocab  # the target's vocabulary width, set by bind()
         self.max_positions = int(getattr(model.config, "max_position_embeddings", None) or 1 << 30)
         self._states: dict[str, _State] = {}
+        self._native = self._make_native(runner, max_slots)
+        if self._native is not None:
+            self.max_positions = self._native.max_positions
+
+    def _make_native(self, runner: str, max_slots: int) -> Any:
+        if runner not in ("auto", "hf", "native"):
+            raise ConfigError(f"runner must be 'auto', 'hf' or 'native', got {runner!r}")
+        if runner == "hf":
+            return None
+        from spec_sdk.proposers.draft_native import NativeDrafter
+
+        try:
+            return NativeDrafter(self.model, max_slots)
+        except Exception as exc:  # not a Llama-family model the native forward computes
+            if runner == "native":
+                raise ConfigError(f"the native runner cannot run this draft model: {exc}") from exc
+            return None
 
     # -- binding -------------------------------------------------------------------------
 
@@ -151,13 +173,18 @@ class DraftModelProposer:
 
     def finish(self, req: RequestView) -> None:
         self._states.pop(req.id, None)
+        if self._native is not None:
+            self._native.finish(req.id)
 
     def observe(self, req: RequestView, accepted: Sequence[int], hidden: Tensor | None) -> None:
         pass  # the next propose rolls the cache back to what the target accepted
 
     def stats(self) -> dict[str, int]:
         """Requests with a draft cache, and the tokens those caches hold."""
-        return {"requests": len(self._states), "cached_tokens": sum(len(s.ids) for s in self._states.values())}
+        cached = sum(len(s.ids) for s in self._states.values())
+        if self._native is not None:
+            cached += self._native.cached_tokens()
+        return {"requests": len(self._states), "cached_tokens": cached}
 
     # -- drafting ------------------------------------------------------------------------
 
@@ -206,6 +233,19 @@ class DraftModelProposer:
         if not live:
             return out
         states = [self._state(reqs[i]) for i in live]
+        if self._native is not None:
+            views = [reqs[i] for i in live]
+
+            def choose(logits: Tensor, rows: Sequence[int]) -> tuple[list[int], list[float], list[Tensor | None]]:
+                return self._choose(logits, views, states, rows)
+
+            drafted = self._native.draft(
+                [v.id for v in views], [v.tokens for v in views], [budgets[i] for i in live], choose,
+                lambda c: c >= self.min_confidence,
+            )
+            for i, (t, c, q) in zip(live, drafted):
+                out[i] = self._make_draft(t, c, q) if t else None
+            return out
         pending = [self._roll_back(s, reqs[i].tokens) for i, s in zip(live, states)]
         drafts = self._draft([reqs[i] for i in live], [budgets[i] for i in live], states, pending)
         for i, d in zip(live, drafts):
@@ -214,9 +254,9 @@ class DraftModelProposer:
 
     def _choose(self, logits: Tensor, reqs: Sequence[RequestView], states: Sequence[_State],
                 rows: Sequence[int]) -> tuple[list[int], list[float], list[Tensor | None]]:
-        """The next draft token of each row in `rows`, its confidence, and the distribution it
-        was drawn from (None when chosen greedily)."""
-        logits = self._fit(logits[list(rows)].float())
+        """The next draft token of each request in `rows` (`logits` has one row per entry of
+        `rows`), its confidence, and the distribution it was drawn from (None when greedy)."""
+        logits = self._fit(logits.float())
         confidence = torch.softmax(logits, dim=-1).amax(dim=-1).tolist()
         tokens = logits.argmax(dim=-1).tolist()
         qs: list[Tensor | None] = [None] * len(rows)
@@ -262,7 +302,7 @@ class DraftModelProposer:
         fed = [0] * b  # draft tokens fed back (their keys are in the cache)
         step = 0
         while True:
-            chosen, confidence, q = self._choose(rows_logits, reqs, states, active)
+            chosen, confidence, q = self._choose(rows_logits[active], reqs, states, active)
             still = []
             for j, r in enumerate(active):
                 tokens[r].append(chosen[j])

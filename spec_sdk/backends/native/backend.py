@@ -234,6 +234,16 @@ class NativeBackend:
         slot.fed = 0
         slot.parents = None
 
+    def truncate(self, request_id: str, length: int) -> None:
+        """Keep only the first `length` cached entries of a request (a draft model rolling back to
+        what the target accepted). Free: later entries are just left to be overwritten."""
+        slot = self._slots[request_id]
+        if not 0 <= length <= slot.length:
+            raise ValueError(f"cannot truncate request {request_id!r} to {length}: it holds {slot.length}")
+        if slot.fed:
+            raise RuntimeError(f"request {request_id!r} has a scored step awaiting commit")
+        slot.length = length
+
     def remove(self, request_id: str) -> None:
         slot = self._slots.pop(request_id, None)
         if slot is not None:
