@@ -222,3 +222,10 @@ def test_native_runner_out_of_slots_drafts_nothing_for_the_extra_request() -> No
     proposer.finish(view("a", [1, 2, 3]))
     (b,) = proposer.propose([view("b", [4, 5, 6])], [3])
     assert b is not None  # the slot came back
+
+
+def test_check_lossless_on_the_native_target_backend() -> None:
+    from spec_sdk import NativeBackend
+
+    report = check_lossless(drafts_with("native"), greedy_examples=6, sampling_samples=0, make_backend=NativeBackend)
+    assert report.greedy_cases == 6 and report.drafted > 0

@@ -109,10 +109,12 @@ def check_lossless(
     require_drafts: bool = True,
     alpha: float = 1e-4,
     seed: int = 0,
+    make_backend: Callable[[Any], TargetModel] | None = None,
 ) -> LosslessReport:
     """Raise `AssertionError` unless the proposer built by `make_proposer(target)` keeps the
     engine lossless; returns what was checked. `make_proposer` is called once per engine with
-    the target it will speculate against (read `target.vocab_size` from it)."""
+    the target it will speculate against (read `target.vocab_size` from it). `make_backend` wraps
+    the greedy check's float64 Llama (default `HFBackend`; e.g. `NativeBackend`)."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -120,7 +122,7 @@ def check_lossless(
 
     report = LosslessReport()
     model = tiny_llama(seed=seed)
-    backend = HFBackend(model)
+    backend = (make_backend or HFBackend)(model)
     vocab = backend.vocab_size
 
     @settings(max_examples=greedy_examples, deadline=None, database=None, derandomize=True,
