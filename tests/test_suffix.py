@@ -588,3 +588,15 @@ def test_sampled_sequences_follow_target_distribution(pname: str, mode: str) -> 
 def test_check_lossless_kit() -> None:
     report = check_lossless(lambda target: SuffixProposer(max_depth=16), greedy_examples=8, sampling_samples=1500)
     assert report.drafted > 0 and report.proposer_errors == 0
+
+
+def test_fast_draft_equals_draft() -> None:
+    """The proposer builds its Drafts without Draft's converters: same fields, same checks pass."""
+    from spec_sdk.proposers.suffix import _draft
+    from spec_sdk.types import Draft
+
+    for parents in (None, [-1, 0, 0, 2]):
+        fast = _draft([5, 6, 7, 8], parents, 2.5, "suffix")
+        slow = Draft(tokens=[5, 6, 7, 8], parents=parents, score=2.5, source="suffix")
+        assert attrs.asdict(fast) == attrs.asdict(slow)
+        assert type(fast.tokens) is tuple and all(type(t) is int for t in fast.tokens)

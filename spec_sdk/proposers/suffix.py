@@ -127,7 +127,10 @@ class SuffixProposer:
 
     def observe(self, req: RequestView, accepted: Sequence[int], hidden: torch.Tensor | None) -> None:
         # Read from `req.tokens` rather than `accepted`: the same catch-up serves a missed call.
-        self._sync(self._state(req), req)
+        st = self._reqs.get(req.id)
+        if st is None or st.seen > len(req.tokens):
+            st = self._state(req)
+        self._sync(st, req)
 
     def finish(self, req: RequestView) -> None:
         st = self._reqs.pop(req.id, None)
@@ -198,11 +201,13 @@ class SuffixProposer:
         if gsid not in cache:
             st.gsid = None  # evicted while running: its local trie still serves it
             return
-        # Evict whole requests, oldest first, until the worst-case growth fits.
-        while cache.entries + cache.growth_bound(gsid, len(new)) > self.max_cached_nodes:  # type: ignore[arg-type]
-            if self._evict() == gsid:
-                st.gsid = None
-                return
+        # Evict whole requests, oldest first, until the worst-case growth fits (the cruder
+        # bound first: it almost always fits, and costs less than the exact one).
+        if cache.entries + len(new) * self.max_depth > self.max_cached_nodes:
+            while cache.entries + cache.growth_bound(gsid, len(new)) > self.max_cached_nodes:  # type: ignore[arg-type]
+                if self._evict() == gsid:
+                    st.gsid = None
+                    return
         cache.extend(gsid, new)  # type: ignore[arg-type]
 
     def _evict(self) -> int:
@@ -214,8 +219,10 @@ class SuffixProposer:
     def _propose_one(self, req: RequestView, budget: int) -> Draft | None:
         if budget <= 0:
             return None
-        st = self._state(req)
-        self._sync(st, req)
+        st = self._reqs.get(req.id)
+        if st is None or st.seen != len(req.tokens):
+            st = self._state(req)
+            self._sync(st, req)
         # Tree mode drafts up to `max_tree_nodes` nodes, chain mode the greedy path.
         limit = min(budget, self.max_tree_nodes) if self.tree else budget
         branching = self.branching if self.tree else 0
@@ -230,7 +237,25 @@ class SuffixProposer:
         if best is None:
             return None
         score, tokens, parents = best
-        return Draft(tokens=tokens, parents=parents, score=score, source=self.name)
+        return _draft(tokens, parents, score, self.name)
+
+
+# Draft's slot setters (a test checks that these are all of Draft's fields).
+_set_tokens, _set_parents, _set_probs, _set_score, _set_source = (
+    getattr(Draft, name).__set__ for name in ("tokens", "parents", "probs", "score", "source")
+)
+
+
+def _draft(tokens: list[int], parents: list[int] | None, score: float, source: str) -> Draft:
+    """`Draft(...)` without its converters and checks, which cost five times this, as much as
+    the lookups in both tries: the tries give Python ints, and parents before their children."""
+    d = object.__new__(Draft)
+    _set_tokens(d, tuple(tokens))
+    _set_parents(d, None if parents is None else tuple(parents))
+    _set_probs(d, None)
+    _set_score(d, score)
+    _set_source(d, source)
+    return d
 
 
 def _int(label: str, value: object, lo: int) -> None:

@@ -308,18 +308,21 @@ class SuffixTree:
         best: Drafted | None = None
         prev_out = -1
         prev_room_bound = False
-        for m in range(len(ends) - 1, 0, -1):  # ends[m] is the context of the last m tokens
-            cap = min(limit, int(factor * m + offset))
-            if cap <= best_score:
+        m = len(ends)
+        for node in reversed(ends):  # the context of the last m tokens, longest first
+            m -= 1
+            cap = int(factor * m + offset)
+            if cap > limit:
+                cap = limit
+            if cap <= best_score or not m:
                 break
-            node = ends[m]
             o = out[node]
             if not o or (o == prev_out and not prev_room_bound):
                 continue
             prev_out = o
             room = max_depth - m
-            n = min(cap, room)
             prev_room_bound = room < cap
+            n = room if prev_room_bound else cap
             if stale and node in stale:
                 self._rescan(node)
             if n * bestc[node] <= best_score * o:
