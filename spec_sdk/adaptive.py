@@ -46,8 +46,9 @@ _PRIOR_TOKEN_SHARE = 0.05
 class _RequestState:
     greedy: bool
     acceptance: dict[str, Acceptance] = attrs.field(factory=dict)
-    retry_at: dict[str, int] = attrs.field(factory=dict)  # proposer -> step of its next retry
-    retry_gap: dict[str, int] = attrs.field(factory=dict)
+    retry_at: int = 0  # step of the next retry while not speculating; 0: none scheduled
+    retry_gap: int = 0
+    retries: int = 0  # round-robin over proposers
     exploring: str | None = None
 
 
@@ -83,6 +84,10 @@ class AdaptivePolicy:
     _realised: float = attrs.field(init=False, default=0.0)
     _decided: int = attrs.field(init=False, default=0)
     _explorations: int = attrs.field(init=False, default=0)
+    # realised over estimated extra tokens (decayed sums): estimates picked as the best of
+    # several are biased upwards (the winner's curse); this scales them back
+    _cal_real: float = attrs.field(init=False, default=0.0)
+    _cal_est: float = attrs.field(init=False, default=0.0)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -108,7 +113,14 @@ class AdaptivePolicy:
         prior = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
         own = state.acceptance.get(name)
         rates = own.rates(k, prior) if own is not None else prior
-        return expected_tokens(rates)
+        cal = self.calibration
+        return [1.0 + cal * (e - 1.0) for e in expected_tokens(rates)]
+
+    @property
+    def calibration(self) -> float:
+        if self._cal_est < 1.0:
+            return 1.0
+        return min(max(self._cal_real / self._cal_est, 0.25), 1.5)
 
     def _propose_time(self, name: str, requests: int, k: int) -> float:
         model = self._propose.get(name)
@@ -136,12 +148,19 @@ class AdaptivePolicy:
         gains = {n: [self._expected(s, n) for s in states] for n in names}
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
-        for i, s in enumerate(states):
-            s.exploring = None
-            pick = self._exploration(s, names)
+        # at most about `explore` of the batch explores or retries in one step (at least one)
+        budget = max(1, round(self.explore * len(reqs)))
+        order = list(range(len(reqs)))
+        self._rng.shuffle(order)
+        for i in order:
+            states[i].exploring = None
+            if budget == 0:
+                continue
+            pick = self._exploration(states[i], names)
             if pick is not None:
                 choice[i] = pick
                 forced.add(i)
+                budget -= 1
         self._best_options(choice, forced, gains, names)
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
@@ -149,10 +168,12 @@ class AdaptivePolicy:
             self._decide(r.id, s, name, k, estimate)
 
     def _exploration(self, state: _RequestState, names: Sequence[str]) -> tuple[str, int] | None:
-        due = [n for n in names if state.retry_at.get(n, 0) and self._step >= state.retry_at[n]]
-        if due:
-            state.exploring = due[0]
-            return due[0], min(2, self._kmax(due[0]))
+        if state.retry_at and self._step >= state.retry_at:
+            name = names[state.retries % len(names)]
+            state.retries += 1
+            state.retry_at = 0
+            state.exploring = name
+            return name, min(2, self._kmax(name))
         if self.explore and self._rng.random() < self.explore:
             name = self._rng.choice(list(names))
             state.exploring = name
@@ -185,6 +206,19 @@ class AdaptivePolicy:
                         best, best_rate = option, rate
                 choice[i] = best
                 batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
+        # Coordinate ascent can stall where everyone speculates and the forward is so slow that
+        # one more draft still looks worth it; compare with nobody speculating (explorers aside).
+        quiet = _Totals(self, len(choice))
+        for i, (name, k) in enumerate(choice):
+            if i in forced:
+                quiet.add(name, k, gains[name][i][k] if name is not None else 1.0)
+            else:
+                quiet.add(None, 0, 1.0)
+        if quiet.rate_with(None, 0, 0.0, quiet.proposer_seconds(), sum(t for t, _, _ in quiet.proposer_seconds().values())) > \
+                batch.rate_with(None, 0, 0.0, batch.proposer_seconds(), sum(t for t, _, _ in batch.proposer_seconds().values())):
+            for i in range(len(choice)):
+                if i not in forced:
+                    choice[i] = (None, 0)
 
     def _decide(self, rid: str, state: _RequestState, name: str | None, k: int, estimate: float | None) -> None:
         if name is None or k == 0:
@@ -221,6 +255,7 @@ class AdaptivePolicy:
                                          ((1.0, n, k), seconds)])
                 self._propose[name] = model
             model.add([1.0, n, k], seconds)
+        cal = self.calibration  # what this step's estimates were scaled by
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
             if decision is not None and decision[0] is not None:
@@ -229,26 +264,23 @@ class AdaptivePolicy:
                 self._k_total += decision[1]
                 self._estimated += decision[2]
                 self._realised += o.emitted
+                if decision[2] > 0:  # the first steps speculate blind, with no estimate
+                    self._cal_real = 0.995 * self._cal_real + (o.emitted - 1)
+                    self._cal_est = 0.995 * self._cal_est + (decision[2] - 1) / cal
             state = self._requests.get(o.request_id)
-            if state is None or o.proposer is None or o.drafted == 0:
+            if state is None:
                 continue
-            state.acceptance.setdefault(o.proposer, Acceptance()).add(o.drafted, o.accepted)
-            self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995)).add(o.drafted, o.accepted)
-            if state.exploring == o.proposer:
+            if o.proposer is not None and o.drafted:
+                state.acceptance.setdefault(o.proposer, Acceptance()).add(o.drafted, o.accepted)
+                self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995)).add(o.drafted, o.accepted)
+            if state.exploring is not None and state.exploring == o.proposer:
                 self._explorations += 1
-                self._after_retry(state, o.proposer, o.accepted > 0)
-        for rid, (name, _, _) in self._decisions.items():
-            state = self._requests.get(rid)
-            if state is not None and name is None:
-                # not speculating: schedule a retry of each proposer that is not already due
-                for n in self.proposers or list(self._propose):
-                    if n not in state.retry_at or state.retry_at[n] == 0:
-                        state.retry_at[n] = self._step + state.retry_gap.setdefault(n, self.retry_after)
-
-    def _after_retry(self, state: _RequestState, name: str, paid: bool) -> None:
-        gap = state.retry_gap.get(name, self.retry_after)
-        state.retry_gap[name] = self.retry_after if paid else min(gap * 2, 1024)
-        state.retry_at[name] = 0
+                paid = o.drafted > 0 and o.accepted * 2 >= o.drafted
+                state.retry_gap = self.retry_after if paid else min(max(state.retry_gap, self.retry_after) * 2, 1024)
+            if decision is not None and decision[0] is None and not state.retry_at:
+                # not speculating: try again later, later still after each retry that did not pay
+                state.retry_gap = state.retry_gap or self.retry_after
+                state.retry_at = self._step + state.retry_gap
 
     def forget(self, request_id: str) -> None:
         self._requests.pop(request_id, None)
@@ -265,6 +297,7 @@ class AdaptivePolicy:
             "estimated_tokens_per_step": self._estimated / decided,
             "realised_tokens_per_step": self._realised / decided,
             "explorations": self._explorations,
+            "calibration": self.calibration,
             "score_cost": [float(x) for x in self._score.theta] if self._score is not None else None,
             "propose_cost": {n: [float(x) for x in m.theta] for n, m in self._propose.items()},
             "other_seconds": self._other,
