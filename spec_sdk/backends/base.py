@@ -34,6 +34,17 @@ class ScoreResult:
     hidden: torch.Tensor | None = None
 
 
+def is_root_path(parents: Sequence[int], path: Sequence[int]) -> bool:
+    """Whether `path` (draft node indices) runs from a child of the root down a tree with these
+    `parents`, each node the child of the one before: what `commit` may keep."""
+    previous = -1
+    for node in path:
+        if not 0 <= node < len(parents) or parents[node] != previous:
+            return False
+        previous = node
+    return True
+
+
 @runtime_checkable
 class TargetModel(Protocol):
     """A model the engine can speculate against.

@@ -30,7 +30,7 @@ import torch
 from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
 
-from spec_sdk.backends.base import ScoreItem, ScoreResult
+from spec_sdk.backends.base import ScoreItem, ScoreResult, is_root_path
 from spec_sdk.errors import InvalidRequestError
 
 
@@ -93,16 +93,6 @@ def tree_mask(parents: Sequence[int], past: int, dtype: torch.dtype) -> torch.Te
     mask = torch.zeros(1 + n, past + 1 + n, dtype=dtype)
     mask[:, past:] = torch.zeros(1 + n, 1 + n, dtype=dtype).masked_fill(~sees, torch.finfo(dtype).min)
     return mask[None, None]
-
-
-def _is_root_path(parents: Sequence[int], path: Sequence[int]) -> bool:
-    """Whether `path` is a root-to-node path of the tree `parents`."""
-    previous = -1
-    for node in path:
-        if not 0 <= node < len(parents) or parents[node] != previous:
-            return False
-        previous = node
-    return True
 
 
 class HFBackend:
@@ -206,7 +196,7 @@ class HFBackend:
         in_place = path == list(range(len(path)))  # a prefix of the fed order: cropping suffices
         if slot.parents is None and (not in_place or len(path) > n):
             raise ValueError(f"path {path} is not a prefix of the last chain draft")
-        if slot.parents is not None and not _is_root_path(slot.parents, path):
+        if slot.parents is not None and not is_root_path(slot.parents, path):
             raise ValueError(f"path {path} is not a root-to-node path of the last draft tree")
         if not in_place:
             self._gather_path(slot, path)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from spec_sdk.backends.base import ScoreItem, ScoreResult
+from spec_sdk.backends.base import ScoreItem, ScoreResult, is_root_path
 from spec_sdk.backends.native.batch import Row, host_tensor, make_batch
 from spec_sdk.backends.native.cpu import can_pack, cpu_linear, pack_weights
 from spec_sdk.backends.native.fp8 import fp8_linear, quantize_weights
@@ -40,15 +40,6 @@ class _Slot:
         self.length = 0  # committed cache entries
         self.fed = 0  # entries written by the last score, awaiting commit
         self.parents: tuple[int, ...] | None = None  # the last scored tree; None = a chain
-
-
-def _is_root_path(parents: Sequence[int], path: Sequence[int]) -> bool:
-    previous = -1
-    for node in path:
-        if not 0 <= node < len(parents) or parents[node] != previous:
-            return False
-        previous = node
-    return True
 
 
 def _load(model: Any, dtype: torch.dtype | None, device: torch.device) -> tuple[LlamaSpec, LlamaWeights, torch.dtype]:
@@ -224,7 +215,7 @@ class NativeBackend:
         in_place = path == list(range(len(path)))
         if slot.parents is None and (not in_place or len(path) > n):
             raise ValueError(f"path {path} is not a prefix of the last chain draft")
-        if slot.parents is not None and not _is_root_path(slot.parents, path):
+        if slot.parents is not None and not is_root_path(slot.parents, path):
             raise ValueError(f"path {path} is not a root-to-node path of the last draft tree")
         if not in_place:
             root = slot.length
