@@ -122,12 +122,6 @@ class AdaptivePolicy:
             return 1.0
         return min(max(self._cal_real / self._cal_est, 0.25), 1.5)
 
-    def _propose_time(self, name: str, requests: int, k: int) -> float:
-        model = self._propose.get(name)
-        if model is None or requests == 0:
-            return 0.0
-        return model.predict([1.0, requests, k])
-
     # -- the policy hooks ------------------------------------------------------------------
 
     def begin_step(self, reqs: Sequence[RequestView], load: Load, proposers: Sequence[str]) -> None:
@@ -214,8 +208,7 @@ class AdaptivePolicy:
                 quiet.add(name, k, gains[name][i][k] if name is not None else 1.0)
             else:
                 quiet.add(None, 0, 1.0)
-        if quiet.rate_with(None, 0, 0.0, quiet.proposer_seconds(), sum(t for t, _, _ in quiet.proposer_seconds().values())) > \
-                batch.rate_with(None, 0, 0.0, batch.proposer_seconds(), sum(t for t, _, _ in batch.proposer_seconds().values())):
+        if quiet.rate() > batch.rate():
             for i in range(len(choice)):
                 if i not in forced:
                     choice[i] = (None, 0)
@@ -345,6 +338,11 @@ class _Totals:
             kmax = max(counts, default=0)
             out[n] = (self._propose_time(n, requests, kmax), requests, kmax)
         return out
+
+    def rate(self) -> float:
+        """Tokens per second of the batch as it stands."""
+        others = self.proposer_seconds()
+        return self.rate_with(None, 0, 0.0, others, sum(t for t, _, _ in others.values()))
 
     def rate_with(self, name: str | None, k: int, gain: float, others: dict[str, tuple[float, int, int]],
                   others_total: float) -> float:
