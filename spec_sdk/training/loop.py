@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 import attrs
@@ -31,7 +30,7 @@ from tqdm.auto import tqdm
 from spec_sdk.speculators import Speculator
 from spec_sdk.training.data import Rollouts
 from spec_sdk.training.recipe import TrainConfig
-from spec_sdk.zoo.train import batch_indices
+from spec_sdk.zoo.train import batch_indices, load_checkpoint, save_checkpoint
 
 CKPT = "speculator-ckpt.pt"
 MIN_LR_RATIO = 0.1
@@ -95,13 +94,7 @@ def train(spec: Speculator, data: Rollouts, config: TrainConfig, work: Path, lm_
     ckpt = work / CKPT
     key = _fingerprint(config, data)
     opt = _optimizer(spec, config)
-    step = 0
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if saved["fingerprint"] == key:
-            spec.load_state_dict(saved["model"])
-            opt.load_state_dict(saved["optimizer"])
-            step = int(saved["step"])
+    step = load_checkpoint(ckpt, key, spec, opt)
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     head = None if lm_head is None else lm_head.detach().to(torch.bfloat16)
     spec.train()
@@ -123,8 +116,6 @@ def train(spec: Speculator, data: Rollouts, config: TrainConfig, work: Path, lm_
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", h0=f"{per_head[0].item():.2f}", lr=f"{lr:.1e}")
         if step % config.checkpoint_every == 0 or step == end:
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"step": step, "model": spec.state_dict(), "optimizer": opt.state_dict(), "fingerprint": key}, tmp)
-            os.replace(tmp, ckpt)  # atomic: a kill mid-save keeps the previous checkpoint
+            save_checkpoint(ckpt, step, spec, opt, key)
     bar.close()
     return spec.eval()

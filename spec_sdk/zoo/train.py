@@ -76,10 +76,24 @@ def _fingerprint(config: LlamaConfig, spec: ModelSpec, seed: int, blocks: torch.
     return h.hexdigest()
 
 
-def _save_checkpoint(path: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: str) -> None:
+def save_checkpoint(path: Path, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer, fingerprint: str) -> None:
+    """Model, optimizer and step, tagged with the run's fingerprint (zoo and speculator training)."""
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "fingerprint": fingerprint}, tmp)
     os.replace(tmp, path)  # atomic: a kill mid-save leaves the previous checkpoint intact
+
+
+def load_checkpoint(path: Path, fingerprint: str, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Restore a checkpoint of the same run (same fingerprint) into `model` and `opt`; returns
+    the step to resume from, 0 when there is none or it belongs to another run."""
+    if not path.exists():
+        return 0
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt["fingerprint"] != fingerprint:
+        return 0
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    return int(ckpt["step"])
 
 
 def train_model(
@@ -103,13 +117,7 @@ def train_model(
     fingerprint = _fingerprint(config, spec, seed, blocks)
     model = new_model(config, seed)
     opt = _optimizer(model, spec)
-    step = 0
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if ckpt["fingerprint"] == fingerprint:
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            step = int(ckpt["step"])
+    step = load_checkpoint(ckpt_path, fingerprint, model, opt)
     end = spec.steps if stop_at is None else min(stop_at, spec.steps)
     model.train()
     bar = tqdm(total=spec.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True, mininterval=1.0)
@@ -129,7 +137,7 @@ def train_model(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}")
         if step % spec.checkpoint_every == 0 or step == end:
-            _save_checkpoint(ckpt_path, step, model, opt, fingerprint)
+            save_checkpoint(ckpt_path, step, model, opt, fingerprint)
     bar.close()
     model.eval()
     return model
