@@ -4,6 +4,7 @@ and 100k requests in the global cache.
     .venv/bin/python benchmarks/suffix_micro.py                  # 1k and 100k cached requests
     .venv/bin/python benchmarks/suffix_micro.py --cached 1000 --corpus words
     .venv/bin/python benchmarks/suffix_micro.py --clock cpu      # on a machine shared with other work
+    .venv/bin/python benchmarks/suffix_micro.py --core python    # the pure-Python trie (default: auto)
 
 The cache is filled through the proposer's own API (start / observe / finish) with finished
 requests of 64-256 output tokens after a 16-token prompt tail. Then `--requests` fresh
@@ -42,6 +43,7 @@ from pathlib import Path
 
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.proposers.suffix import SuffixProposer
+from spec_sdk.proposers.suffix_tree import CORES, resolve_core
 from spec_sdk.types import SamplingParams, SpecStats
 
 PARAMS = SamplingParams()
@@ -112,7 +114,8 @@ def cpu_clock() -> Callable[[], int]:
 
 def run(cached: int, args: argparse.Namespace) -> dict[str, float]:
     gen = CORPORA[args.corpus](args.seed)
-    proposer = SuffixProposer(max_cached_requests=cached, max_cached_nodes=10**9, max_depth=args.depth)
+    proposer = SuffixProposer(max_cached_requests=cached, max_cached_nodes=10**9, max_depth=args.depth,
+                              core=args.core)
     rng = random.Random(args.seed + 1)
     before = rss_mb()
     t0 = time.perf_counter()
@@ -187,9 +190,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall: perf_counter; cpu: this thread's CPU time (for a shared machine)")
+    parser.add_argument("--core", choices=list(CORES), default="auto",
+                        help="the suffix trie: c (compiled), python, auto (c when built)")
     args = parser.parse_args(argv)
-    print(f"corpus={args.corpus} depth={args.depth} budget={args.budget} step={args.step} tokens "
-          f"requests={args.requests}x{args.steps} steps clock={args.clock}  "
+    print(f"core={resolve_core(args.core)} corpus={args.corpus} depth={args.depth} budget={args.budget} "
+          f"step={args.step} tokens requests={args.requests}x{args.steps} steps clock={args.clock}  "
           f"(python {sys.version.split()[0]}; us = microseconds)")
     header = ("cached", "update med/p90", "propose med/p90", "step med/p90", "start+evict med/p90",
               "fill us/tok", "entries (M)", "per tok", "RSS MB", "draft len", "agreed")

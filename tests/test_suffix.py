@@ -21,7 +21,7 @@ from spec_sdk.proposers import suffix_tree
 from spec_sdk.proposers.base import Proposer, RequestView
 from spec_sdk.proposers.registry import create
 from spec_sdk.proposers.suffix import SuffixProposer
-from spec_sdk.proposers.suffix_tree import MASK, ROOT, SHIFT, SuffixTree
+from spec_sdk.proposers.suffix_tree import MASK, ROOT, SHIFT, CSuffixTree, SuffixTree
 from spec_sdk.testing import (
     TableTarget,
     check_lossless,
@@ -33,6 +33,13 @@ from spec_sdk.testing import (
 )
 from spec_sdk.testing.strategies import prompts
 from spec_sdk.types import SpecStats
+
+if CSuffixTree is not None:
+    from spec_sdk.proposers import _suffix_core
+
+# The proposer's default ("auto") is the compiled trie where it is built; the property tests
+# below run both.
+BUILT_CORES = ["python"] if CSuffixTree is None else ["c", "python"]
 
 
 def view(tokens: list[int], rid: str = "r", prompt_len: int | None = None) -> RequestView:
@@ -80,7 +87,11 @@ def continuations(trie: SuffixTree, context: Sequence[int]) -> dict[int, int]:
 
 
 def check(trie: SuffixTree) -> None:
-    """The trie's internal invariants: counts, `out`, best children, sizes."""
+    """The trie's internal invariants: counts, `out`, best children, sizes. (The compiled
+    trie checks the same ones itself; test_suffix_core.py compares it with this one.)"""
+    if CSuffixTree is not None and isinstance(trie, CSuffixTree):
+        trie._check()
+        return
     for n in list(trie._stale):
         trie._rescan(n)
     nodes, leaves = 0, 0
@@ -162,10 +173,13 @@ def wide_nodes_from(width: int) -> Iterator[None]:
     vocabularies exercise that path too."""
     saved = suffix_tree.WIDE
     suffix_tree.WIDE = width
+    old = None if CSuffixTree is None else _suffix_core.set_wide(width)
     try:
         yield
     finally:
         suffix_tree.WIDE = saved
+        if old is not None:
+            _suffix_core.set_wide(old)
 
 
 @settings(max_examples=max(150, settings.default.max_examples))
@@ -232,23 +246,25 @@ def request_streams(draw: st.DrawFn) -> tuple[int, int, list[tuple[list[int], in
 
 
 @settings(max_examples=max(100, settings.default.max_examples))
-@given(request_streams(), st.booleans(), st.integers(1, 4), st.sampled_from([1, 32]))
+@given(request_streams(), st.booleans(), st.integers(1, 4), st.sampled_from([1, 32]), st.sampled_from(BUILT_CORES))
 def test_drafts_follow_brute_force_counts(
-    case: tuple[int, int, list[tuple[list[int], int, list[int]]]], use_start: bool, max_cached: int, wide: int
+    case: tuple[int, int, list[tuple[list[int], int, list[int]]]], use_start: bool, max_cached: int, wide: int,
+    core: str,
 ) -> None:
     """Requests advance in lock step with one shared proposer (evicting each other when the
     cache is small). In each trie the longest context with a continuation equals the naive
-    longest match, and each chain draft is a most-frequent path from some match whose score
-    and probability floor agree with the naive counts."""
+    longest match (read from the Python trie's internals), and each chain draft is a
+    most-frequent path from some match whose score and probability floor agree with the
+    naive counts."""
     with wide_nodes_from(wide):
-        _drafts_case(*case, use_start, max_cached)
+        _drafts_case(*case, use_start, max_cached, core)
 
 
 def _drafts_case(
-    depth: int, tail: int, reqs: list[tuple[list[int], int, list[int]]], use_start: bool, max_cached: int
+    depth: int, tail: int, reqs: list[tuple[list[int], int, list[int]]], use_start: bool, max_cached: int, core: str
 ) -> None:
     proposer = SuffixProposer(max_depth=depth, global_prompt_tail=tail, max_spec_factor=2.0, min_token_prob=0.2,
-                              max_cached_requests=max_cached)
+                              max_cached_requests=max_cached, core=core)
     views = [view(list(t[:p]), f"q{i}", p) for i, (t, p, _) in enumerate(reqs)]
     if use_start:
         for v in views:
@@ -271,6 +287,8 @@ def _drafts_case(
             if v.id in in_cache:
                 tries.append((proposer.cache, state.gsid, cached, mine))
             for trie, sid, seqs, query in tries:
+                if proposer.core != "python":
+                    break  # `continuations` reads the Python trie's internals
                 ends = trie.ends(sid)
                 got = max((m for m in range(1, len(ends)) if continuations(trie, query[len(query) - m :])), default=0)
                 assert got == longest_match(seqs, query, depth), (got, seqs, query)
@@ -304,18 +322,22 @@ def streams(draw: st.DrawFn) -> tuple[int, int, int, list[tuple[str, int, list[i
 
 
 @settings(max_examples=max(150, settings.default.max_examples))
-@given(streams(), st.sampled_from([1, 32]))
-def test_cache_stays_within_bounds(case: tuple[int, int, int, list[tuple[str, int, list[int]]]], wide: int) -> None:
+@given(streams(), st.sampled_from([1, 32]), st.sampled_from(BUILT_CORES))
+def test_cache_stays_within_bounds(
+    case: tuple[int, int, int, list[tuple[str, int, list[int]]]], wide: int, core: str
+) -> None:
     """Arbitrary start/observe/propose/finish streams: the global cache never holds more
     requests or entries than configured, evicts whole requests oldest first, and is exactly
     empty once everything is evicted."""
     with wide_nodes_from(wide):
-        _bounds_case(*case)
+        _bounds_case(*case, core)
 
 
-def _bounds_case(depth: int, max_requests: int, max_nodes: int, ops: list[tuple[str, int, list[int]]]) -> None:
+def _bounds_case(
+    depth: int, max_requests: int, max_nodes: int, ops: list[tuple[str, int, list[int]]], core: str
+) -> None:
     proposer = SuffixProposer(max_depth=depth, max_cached_requests=max_requests, max_cached_nodes=max_nodes,
-                              global_prompt_tail=2)
+                              global_prompt_tail=2, core=core)
     running: dict[str, RequestView] = {}
     started: list[int] = []  # global sequence ids in the order requests joined the cache
     for n, (op, pick, tokens) in enumerate(ops):
@@ -383,7 +405,7 @@ def test_step_cost_is_independent_of_cache_and_context(cached: int) -> None:
     O(max_depth x budget) at most, whether 20 or 1000 requests are cached and the context
     is short or long."""
     depth, budget = 16, 6
-    proposer = SuffixProposer(max_depth=depth)
+    proposer = SuffixProposer(max_depth=depth, core="python")  # counts the Python trie's row accesses
     for i in range(cached):
         v = view(_synthetic(80, i), f"old{i}", 8)
         proposer.start(v)
@@ -424,7 +446,7 @@ def test_step_cost_is_independent_of_cache_and_context(cached: int) -> None:
         {"max_cached_nodes": 0}, {"max_spec_factor": -1.0}, {"max_spec_factor": float("nan")},
         {"max_spec_offset": float("inf")}, {"min_token_prob": 1.5}, {"min_token_prob": -0.1},
         {"tree": 1}, {"use_global": "yes"}, {"max_tree_nodes": 0}, {"branching": 0},
-        {"global_prompt_tail": -1},
+        {"global_prompt_tail": -1}, {"core": "fortran"}, {"core": 1},
     ],
 )
 def test_bad_options_raise_config_error(options: dict[str, object]) -> None:

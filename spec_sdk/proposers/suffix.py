@@ -1,7 +1,8 @@
 """Suffix decoding: propose what followed the current context before, in this request and in
 the outputs of other requests (earlier and concurrently running ones).
 
-Two suffix tries (`suffix_tree.SuffixTree`), queried the same way:
+Two suffix tries (`suffix_tree.SuffixTree`, or its compiled twin `_suffix_core.SuffixTree`:
+option `core`, "auto" by default, i.e. the C one when it was built), queried the same way:
 - a *local* one per request over its own prompt and output, dropped when it finishes;
 - one *global* one shared by every request this proposer instance serves: each request's
   output, preceded by the last `global_prompt_tail` tokens of its prompt, added token by
@@ -39,7 +40,7 @@ import torch
 
 from spec_sdk.errors import ConfigError
 from spec_sdk.proposers.base import RequestView
-from spec_sdk.proposers.suffix_tree import SuffixTree
+from spec_sdk.proposers.suffix_tree import CORES, SuffixTree, make_tree, resolve_core
 from spec_sdk.types import Draft
 
 
@@ -48,8 +49,8 @@ class _Req:
 
     __slots__ = ("local", "lsid", "gsid", "seen")
 
-    def __init__(self, max_depth: int) -> None:
-        self.local = SuffixTree(max_depth)
+    def __init__(self, max_depth: int, core: str) -> None:
+        self.local: SuffixTree = make_tree(max_depth, core)
         self.lsid = self.local.add()
         self.gsid: int | None = None  # its sequence in the global trie (None: not there, or evicted)
         self.seen = 0  # tokens of the request already added to the tries
@@ -64,10 +65,12 @@ class SuffixProposer:
     offset); `min_token_prob` (floor on a draft token's path probability); `tree` (draft
     trees instead of chains), `max_tree_nodes` and `branching` (children per node);
     `use_global` (False: each request's own text only); `global_prompt_tail` (prompt tokens
-    put before each output in the global cache).
+    put before each output in the global cache); `core` ("auto", "c", "python": the
+    compiled trie or the pure-Python one -- same drafts, bit for bit; "auto" takes the
+    compiled one when it is built).
 
     One instance serves many requests and engines; its global cache lives as long as it
-    does. `stats()` reports the caches' sizes.
+    does. `stats()` reports the caches' sizes and the core.
     """
 
     name = "suffix"
@@ -87,6 +90,7 @@ class SuffixProposer:
         branching: int = 3,
         use_global: bool = True,
         global_prompt_tail: int = 16,
+        core: str = "auto",
     ) -> None:
         _int("max_depth", max_depth, 2)
         _int("max_cached_requests", max_cached_requests, 1)
@@ -102,6 +106,12 @@ class SuffixProposer:
         for label, flag in (("tree", tree), ("use_global", use_global)):
             if not isinstance(flag, bool):
                 raise ConfigError(f"suffix {label} must be a bool, got {flag!r}")
+        if not isinstance(core, str) or core not in CORES:
+            raise ConfigError(f"suffix core must be one of {CORES}, got {core!r}")
+        try:
+            self.core = resolve_core(core)  # "c" or "python"
+        except ValueError as e:
+            raise ConfigError(f"suffix core {core!r}: {e}") from None
         self.max_depth = max_depth
         self.max_cached_requests = max_cached_requests
         self.max_cached_nodes = max_cached_nodes
@@ -113,7 +123,7 @@ class SuffixProposer:
         self.branching = branching
         self.use_global = use_global
         self.global_prompt_tail = global_prompt_tail
-        self.cache = SuffixTree(max_depth)
+        self.cache: SuffixTree = make_tree(max_depth, self.core)
         self._fifo: deque[int] = deque()  # global sequences, oldest first
         self._reqs: dict[str, _Req] = {}
         self.evicted = 0
@@ -142,9 +152,11 @@ class SuffixProposer:
 
     # -- memory -------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Sizes of the caches (entries = explicit nodes + leaves; what the bounds count)."""
+        """Sizes of the caches (entries = explicit nodes + leaves; what the bounds count) and
+        which trie implementation runs ("c" or "python")."""
         local = [st.local for st in self._reqs.values()]
         return {
+            "core": self.core,
             "cached_requests": len(self.cache),
             "running_requests": len(self._reqs),
             "evicted_requests": self.evicted,
@@ -172,7 +184,7 @@ class SuffixProposer:
         if st is None or st.seen > len(req.tokens):
             if st is not None and st.gsid is not None and st.gsid in self.cache:
                 self.cache.close(st.gsid)
-            st = self._reqs[req.id] = _Req(self.max_depth)
+            st = self._reqs[req.id] = _Req(self.max_depth, self.core)
             if self.use_global:
                 while len(self._fifo) >= self.max_cached_requests:
                     self._evict()

@@ -420,3 +420,34 @@ class SuffixTree:
     # -- inspection -------------------------------------------------------------------------
     def sequences(self) -> dict[int, list[int]]:
         return {sid: list(s) for sid, s in self._seqs.items()}
+
+
+# -- the compiled core ----------------------------------------------------------------------
+# `_suffix_core.SuffixTree` (spec_sdk/proposers/_suffix_core.c, built by setup.py where a C
+# compiler is there) is this class in C: same methods, same results to the last bit (tests
+# compare the two on random operation streams), ~10x faster. It has none of the private
+# columns above (`_count`, `_kids`, ...); its invariants are checked by its `_check()`, and
+# `_suffix_core.set_wide(n)` is its `WIDE`.
+try:
+    from spec_sdk.proposers._suffix_core import SuffixTree as CSuffixTree
+except ImportError:  # not built: "auto" falls back to this module's class
+    CSuffixTree = None
+
+CORES = ("auto", "c", "python")
+
+
+def resolve_core(core: str) -> str:
+    """"c" or "python": which class `make_tree(..., core)` builds ("auto": C when built)."""
+    if core not in CORES:
+        raise ValueError(f"core must be one of {CORES}, got {core!r}")
+    if core == "auto":
+        return "python" if CSuffixTree is None else "c"
+    if core == "c" and CSuffixTree is None:
+        raise ValueError("the compiled suffix core is not built (pip install -e . with a C compiler)")
+    return core
+
+
+def make_tree(max_depth: int, core: str = "auto") -> SuffixTree:
+    """A SuffixTree, or its compiled twin (same API; typed as the Python class)."""
+    cls = CSuffixTree if resolve_core(core) == "c" else SuffixTree
+    return cls(max_depth)  # type: ignore[no-any-return]
