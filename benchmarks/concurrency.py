@@ -3,8 +3,10 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/concurrency.py                    # native backend
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/concurrency.py --levels 1,4 --requests 8 --backend hf
 
-At each level `c`, `max(c, --requests)` prompts of a workload run through one engine that admits
-`c` at a time (max_batch = c), three ways, side by side in one process and interleaved per level:
+At each level `c`, `max(--waves * c, --requests)` prompts of a workload run through one engine
+that admits `c` at a time (max_batch = c) -- several waves, so that a policy that learns is
+measured mostly learned, as an engine that serves for hours is -- three ways, side by side in
+one process and interleaved per level:
 - no speculation (the baseline every ratio is against);
 - the adaptive policy over every proposer the bench can build (it is not told the workload);
 - one fixed proposer at k=4 (default suffix), to show what a fixed choice does under load.
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backend", choices=("native", "hf"), default="native")
     ap.add_argument("--levels", default="1,4,16,64")
-    ap.add_argument("--requests", type=int, default=16, help="prompts per level (at least the level)")
+    ap.add_argument("--requests", type=int, default=16, help="prompts per level, at least")
+    ap.add_argument("--waves", type=int, default=2, help="prompts per level: at least this many times the level")
     ap.add_argument("--workload", default="chat")
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--fixed", default="suffix", help="the fixed proposer shown beside adaptive")
@@ -85,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
     backend = _backend(args.backend, target_dir, max(levels))
     methods, skipped = sdk_methods(registry.available(), 4, draft, speculator=str(target_dir))
     singles = {name: opts for m in methods if len(m.proposers) == 1 for name, opts in m.proposers.items()}
-    prompts_all = load_workload(args.workload, tokenizer, max(max(levels), args.requests), max_new_tokens=args.max_new_tokens)
+    # distinct prompts for every request: a repeated greedy prompt would hand the suffix cache
+    # its own earlier answer
+    most = max(max(args.waves * c for c in levels), args.requests)
+    prompts_all = load_workload(args.workload, tokenizer, most, max_new_tokens=args.max_new_tokens)
     params = SamplingParams(max_new_tokens=args.max_new_tokens)
     print(f"[concurrency] backend={args.backend} workload={args.workload} proposers={sorted(singles)} skipped={skipped}",
           file=sys.stderr)
     rows = []
     for c in levels:
-        prompts = (prompts_all * 2)[: max(c, args.requests)]
+        count = max(args.waves * c, args.requests)
+        prompts = (prompts_all * -(-count // len(prompts_all)))[:count]
         runs = {
             "none": ({}, None, 0),
             "adaptive": (singles, AdaptivePolicy(proposers=list(singles)), 8),
@@ -101,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         for name, (proposers, policy, k) in runs.items():
             seconds, tokens, extra = anyio.run(_run, backend, tokenizer, proposers, policy, k, prompts, params, c)
             row[name] = {"tokens_per_second": tokens / seconds, "tokens": tokens, "seconds": seconds, **extra}
-            print(f"  c={c:3d} {name:12s} {tokens / seconds:8.1f} tok/s  MAL {extra['mal']:.2f}", file=sys.stderr)
+            chosen = ""
+            if extra.get("policy"):
+                shares = ", ".join(f"{n} {v:.0%}" for n, v in sorted(extra["policy"]["chosen"].items()))
+                spec = extra["policy"]["speculating_request_steps"]
+                chosen = f"  speculating request-steps {spec}, mean k {extra['policy']['mean_k']:.1f} ({shares})"
+            print(f"  c={c:3d} {name:12s} {tokens / seconds:8.1f} tok/s  MAL {extra['mal']:.2f}{chosen}", file=sys.stderr)
         base = row["none"]["tokens_per_second"]
         for name in runs:
             row[name]["vs_none"] = row[name]["tokens_per_second"] / base

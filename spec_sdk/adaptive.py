@@ -13,12 +13,30 @@ option with the best batch throughput  sum(expected tokens) / (score + proposers
 As the batch grows and the forward gets compute-bound, a draft token costs more in the
 score-time fit, and budgets shrink or switch off on their own -- no batch-size table.
 
-Exploring keeps estimates honest: with probability `explore` a request tries a random
-(proposer, k); a request whose drafts stopped paying (k = 0) retries each proposer after
-`retry_after` steps, the wait doubling after each retry that gets nothing accepted. And every
-`probe_every` steps the whole batch runs one step without drafts: when the batch size and the
-chosen draft lengths barely change, the tokens in the forward barely change either, and the
-cost of a draft token cannot be told from the fixed cost of a step without such a probe.
+Cheap proposers (a call costs at most 1% of a step) are also asked in the shadow: besides the
+request's chosen proposer (or none), and their drafts are scored in hindsight against the tokens
+the step emitted -- position j of a draft counts as reached when the emitted tokens matched its
+first j, accepted when they matched it too (for a draft that is not sampled, matching the
+target's token is exactly what acceptance is, also under sampling) and unknown past what was
+emitted. So the acceptance of every cheap proposer stays current for every request, without
+exploration and without putting its drafts in the forward.
+
+Nothing is assumed to be free. The first step decodes without drafts (it measures the forward);
+until the data say otherwise a draft token is priced as if the forward were compute-bound (the
+pessimistic end: speculation has to prove it pays), and a proposer is a candidate only once one
+of its calls has been timed.
+
+Exploring keeps estimates honest, within a budget of time: each step earns `explore` of its
+own duration as exploration credit (plus one step's worth at the start), and an exploration --
+a request trying a random (proposer, k) with probability `explore`, or a retry -- runs only
+when its estimated extra cost (its draft tokens in the forward, the proposer's call) fits the
+credit. So exploring costs at most about `explore` of the time at any load, and an untried
+expensive proposer is tried on one request, not on the whole batch. A request whose drafts
+stopped paying (k = 0) retries each proposer after `retry_after` steps, the wait doubling
+after each retry that gets nothing accepted. And every `probe_every` steps the whole batch
+runs one step without drafts: when the batch size and the chosen draft lengths barely change,
+the tokens in the forward barely change either, and the cost of a draft token cannot be told
+from the fixed cost of a step without such a probe.
 """
 
 from __future__ import annotations
@@ -26,20 +44,29 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
 from spec_sdk.errors import ConfigError
-from spec_sdk.estimators import Acceptance, CostModel, expected_tokens
-from spec_sdk.policy import Load, StepFeedback
+from spec_sdk.estimators import Acceptance, CostModel, LineFit, expected_tokens
+from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
+from spec_sdk.step import first_chain
 from spec_sdk.types import Draft
 
-# Before anything is measured: half of each draft position accepted, and a draft token costs
-# 5% of a one-token step -- optimistic enough to start speculating and learn the truth.
+# Before anything is measured: half of each draft position accepted; the forward's cost 5%
+# fixed and 95% shared by its tokens (compute-bound: the case where speculating hurts most).
 _PRIOR_ACCEPT = (0.5,)
-_PRIOR_TOKEN_SHARE = 0.05
+_PRIOR_FIXED_SHARE = 0.05
+# a proposer whose call for one request costs at most this share of a step is asked in the
+# shadow; shadows are asked for a random part of the batch sized to cost about this share
+_SHADOW_SHARE = 0.01
+# exploration credit is capped at this many steps' worth, so a long quiet spell does not
+# turn into a burst of explorations
+_CREDIT_STEPS = 4.0
+# requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
+_REFRESH = 16
 
 
 @attrs.define
@@ -50,6 +77,9 @@ class _RequestState:
     retry_gap: int = 0
     retries: int = 0  # round-robin over proposers
     exploring: str | None = None
+    expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
+    shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
+    shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -73,7 +103,7 @@ class AdaptivePolicy:
     _rng: random.Random = attrs.field(init=False)
     _requests: dict[str, _RequestState] = attrs.field(init=False, factory=dict)
     _global: dict[tuple[str, bool], Acceptance] = attrs.field(init=False, factory=dict)
-    _score: CostModel | None = attrs.field(init=False, default=None)
+    _score: LineFit | None = attrs.field(init=False, default=None)
     _propose: dict[str, CostModel] = attrs.field(init=False, factory=dict)
     _other: float | None = attrs.field(init=False, default=None)
     _decisions: dict[str, tuple[str | None, int, float]] = attrs.field(init=False, factory=dict)
@@ -83,7 +113,10 @@ class AdaptivePolicy:
     _estimated: float = attrs.field(init=False, default=0.0)
     _realised: float = attrs.field(init=False, default=0.0)
     _decided: int = attrs.field(init=False, default=0)
+    _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
     _explorations: int = attrs.field(init=False, default=0)
+    _credit: float = attrs.field(init=False, default=0.0)  # seconds of exploration affordable now
+    _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     # realised over estimated extra tokens (decayed sums): estimates picked as the best of
     # several are biased upwards (the winner's curse); this scales them back
     _cal_real: float = attrs.field(init=False, default=0.0)
@@ -106,21 +139,32 @@ class AdaptivePolicy:
     def _kmax(self, name: str) -> int:
         return self.max_k.get(name, 8) if isinstance(self.max_k, Mapping) else self.max_k
 
-    def _expected(self, state: _RequestState, name: str) -> list[float]:
-        """Expected tokens emitted for k = 0..max_k with proposer `name`, for this request."""
-        k = self._kmax(name)
-        pooled = self._global.get((name, state.greedy))
-        prior = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
-        own = state.acceptance.get(name)
-        rates = own.rates(k, prior) if own is not None else prior
+    def _gains(self, states: Sequence[_RequestState], names: Sequence[str]) -> dict[str, list[list[float]]]:
+        """Expected tokens emitted for k = 0..max_k, per proposer and request, calibrated.
+
+        A request's raw estimate is recomputed when it is new and otherwise in turns, about
+        `_REFRESH` requests a step: a big batch's requests change little from one step to the
+        next, and recomputing all of them every step cost more than the decision itself."""
+        priors: dict[tuple[str, bool], list[float]] = {}
+        for n in names:
+            for greedy in {s.greedy for s in states}:
+                pooled = self._global.get((n, greedy))
+                k = self._kmax(n)
+                priors[(n, greedy)] = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
+        every = max(1, -(-len(states) // _REFRESH))
+        for i, s in enumerate(states):
+            if len(s.expected) < len(names) or (self._step + i) % every == 0:
+                for n in names:
+                    prior = priors[(n, s.greedy)]
+                    own = s.acceptance.get(n)
+                    s.expected[n] = expected_tokens(own.rates(len(prior), prior) if own is not None else prior)
         cal = self.calibration
-        return [1.0 + cal * (e - 1.0) for e in expected_tokens(rates)]
+        return {n: [[1.0 + cal * (e - 1.0) for e in s.expected[n]] for s in states] for n in names}
 
     @property
     def calibration(self) -> float:
-        if self._cal_est < 1.0:
-            return 1.0
-        return min(max(self._cal_real / self._cal_est, 0.25), 1.5)
+        # a few steps' worth of evidence that estimates are right, so early noise cannot swing it
+        return min(max((self._cal_real + 4.0) / (self._cal_est + 4.0), 0.25), 1.5)
 
     # -- the policy hooks ------------------------------------------------------------------
 
@@ -131,41 +175,67 @@ class AdaptivePolicy:
         if not names or not reqs:
             return
         states = [self._requests.setdefault(r.id, _RequestState(r.params.greedy)) for r in reqs]
+        for s in states:
+            s.shadows, s.shadow_drafts = (), {}
         if self._score is None:
-            # nothing measured yet: speculate with every request at a middling k to learn
-            for r, s, i in zip(reqs, states, range(len(reqs))):
-                name = names[(self._step + i) % len(names)]
-                self._decide(r.id, s, name, min(4, self._kmax(name)), None)
-            return
+            return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
             return  # a probe: every request at k = 0 (no decisions means no drafts)
-        gains = {n: [self._expected(s, n) for s in states] for n in names}
+        gains = self._gains(states, names)
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
-        # at most about `explore` of the batch explores or retries in one step (at least one)
-        budget = max(1, round(self.explore * len(reqs)))
         order = list(range(len(reqs)))
         self._rng.shuffle(order)
+        per_token = self._score.coef[1]
+        used: set[str] = set()  # proposers some explorer already pays the call of
         for i in order:
             states[i].exploring = None
-            if budget == 0:
+            pick = self._exploration(states[i], names, used)
+            if pick is None:
                 continue
-            pick = self._exploration(states[i], names)
-            if pick is not None:
-                choice[i] = pick
-                forced.add(i)
-                budget -= 1
-        self._best_options(choice, forced, gains, names)
+            name, k = pick
+            cost = per_token * k + (0.0 if name in used else self._call_cost(name))
+            if cost > self._credit:
+                states[i].exploring = None
+                continue  # not affordable now; a due retry stays due
+            self._credit -= cost
+            used.add(name)
+            choice[i] = pick
+            forced.add(i)
+            if states[i].retry_at and self._step >= states[i].retry_at:
+                states[i].retry_at = 0
+        # a proposer no call of which was ever timed is left to exploration: it may be expensive
+        timed = [n for n in names if n in self._propose]
+        self._best_options(choice, forced, gains, timed)
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
-            estimate = gains[name][i][k] if name is not None else 1.0
+            # an exploration was not picked for its estimate: it says nothing of the winner's curse
+            estimate = gains[name][i][k] if name is not None and i not in forced else None
             self._decide(r.id, s, name, k, estimate)
+        self._pick_shadows(states, choice, timed)
 
-    def _exploration(self, state: _RequestState, names: Sequence[str]) -> tuple[str, int] | None:
+    def _pick_shadows(self, states: Sequence[_RequestState], choice: Sequence[tuple[str | None, int]],
+                      names: Sequence[str]) -> None:
+        """Which requests ask which cheap proposers in the shadow this step."""
+        if self._last_step <= 0:
+            return
+        cheap = [n for n in names if self._call_cost(n) <= _SHADOW_SHARE * self._last_step]
+        if not cheap:
+            return
+        per_request = sum(self._call_cost(n) for n in cheap)
+        share = min(1.0, _SHADOW_SHARE * self._last_step / max(per_request * len(states), 1e-12))
+        for s, (name, _) in zip(states, choice):
+            if share >= 1.0 or self._rng.random() < share:
+                s.shadows = tuple(n for n in cheap if n != name)
+
+    def _exploration(self, state: _RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
+        untimed = [n for n in names if n not in self._propose and n not in used]
+        if untimed:  # never called yet: worth one request's try as soon as it is affordable
+            state.exploring = untimed[0]
+            return untimed[0], min(4, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
             name = names[state.retries % len(names)]
             state.retries += 1
-            state.retry_at = 0
             state.exploring = name
             return name, min(2, self._kmax(name))
         if self.explore and self._rng.random() < self.explore:
@@ -173,6 +243,15 @@ class AdaptivePolicy:
             state.exploring = name
             return name, self._rng.randint(1, self._kmax(name))
         return None
+
+    def _call_cost(self, name: str) -> float:
+        """Estimated seconds of one call of `name` for one request; an untimed proposer is
+        guessed at a tenth of a step."""
+        model = self._propose.get(name)
+        if model is None:
+            return 0.1 * self._last_step
+        a, b, c = model.coef
+        return a + b + c * self._kmax(name)
 
     def _best_options(self, choice: list[tuple[str | None, int]], forced: set[int],
                       gains: Mapping[str, list[list[float]]], names: Sequence[str]) -> None:
@@ -182,8 +261,6 @@ class AdaptivePolicy:
         batch = _Totals(self, len(choice))
         for i, (name, k) in enumerate(choice):
             batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
-        options: list[tuple[str | None, int]] = [(None, 0)]
-        options += [(n, k) for n in names for k in range(1, self._kmax(n) + 1)]
         for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
             for i in range(len(choice)):
                 if i in forced:
@@ -192,12 +269,23 @@ class AdaptivePolicy:
                 batch.add(name, k, -(gains[name][i][k] if name is not None else 1.0), remove=True)
                 others = batch.proposer_seconds()
                 others_total = sum(t for t, _, _ in others.values())
-                best, best_rate = choice[i], -1.0
-                for option in options:
-                    gain = gains[option[0]][i][option[1]] if option[0] is not None else 1.0
-                    rate = batch.rate_with(option[0], option[1], gain, others, others_total)
-                    if rate > best_rate * (1 + 1e-9):
-                        best, best_rate = option, rate
+                best: tuple[str | None, int] = (None, 0)
+                best_rate = batch.rate_with(None, 0, 1.0, others, others_total)
+                # Pruning, exact: a draft adds at most (its first position's acceptance) tokens per
+                # draft token (deeper positions add less) and costs at least `per_token` each, so if
+                # that ratio does not beat the batch's rate, no draft of this request does.
+                first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
+                if batch.per_token <= 0 or first > batch.per_token * best_rate:
+                    for n in names:
+                        g = gains[n][i]
+                        last = -1.0
+                        for kk in range(1, len(g)):
+                            rate = batch.rate_with(n, kk, g[kk], others, others_total)
+                            if rate > best_rate * (1 + 1e-9):
+                                best, best_rate = (n, kk), rate
+                            if rate < last:
+                                break  # concave gain over convex cost: past the peak it only falls
+                            last = rate
                 choice[i] = best
                 batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
         # Coordinate ascent can stall where everyone speculates and the forward is so slow that
@@ -221,23 +309,39 @@ class AdaptivePolicy:
 
     def plan(self, req: RequestView, load: Load) -> Mapping[str, int]:
         name, k, _ = self._decisions.get(req.id, (None, 0, 1.0))
-        return {name: k} if name is not None and k > 0 else {}
+        state = self._requests.get(req.id)
+        out = {n: self._kmax(n) for n in state.shadows} if state is not None else {}
+        if name is not None and k > 0:
+            out[name] = k  # asked last: the engine asks in plan order
+        return out
 
-    def choose(self, req: RequestView, drafts: Mapping[str, Draft | None]) -> Draft | None:
+    def choose(self, req: RequestView, drafts: Mapping[str, Draft | None]) -> Draft | None | Literal[_Defer.DEFER]:
         name, _, _ = self._decisions.get(req.id, (None, 0, 1.0))
-        return drafts.get(name) if name is not None else None
+        state = self._requests.get(req.id)
+        if state is not None:
+            for n in state.shadows:
+                d = drafts.get(n)
+                if d is not None and n not in state.shadow_drafts:
+                    state.shadow_drafts[n] = first_chain(d).tokens
+        if name is not None:
+            return drafts[name] if name in drafts else DEFER  # asked last, after the shadows
+        if state is not None and any(n not in drafts for n in state.shadows):
+            return DEFER  # shadows still to be asked (past the plan's end, DEFER means no draft)
+        return None
 
     def feedback(self, fb: StepFeedback) -> None:
         tokens = fb.batch_size + fb.draft_tokens  # every token in the forward, roots included
+        step_seconds = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
         if self._score is None:
             base = max(fb.score_seconds, 1e-6)
-            # the prior: a forward of a few tokens costs about what a forward of one does (small
-            # batches are bound by reading the weights): 90% of this step fixed, 10% shared by
-            # its tokens. Root and draft tokens cost the same in one forward, so the batch size
-            # changing (requests come and go) teaches the per-token cost as well as the draft
-            # lengths changing does.
-            self._score = CostModel(prior=[((1.0, 0.0), 0.9 * base), ((1.0, tokens), base)])
-        self._score.add([1.0, tokens], fb.score_seconds)
+            # The prior: this forward was 5% fixed cost and 95% its tokens' (see _PRIOR_FIXED_SHARE).
+            # Root and draft tokens cost the same in one forward, so the batch size changing
+            # (requests come and go) teaches the per-token cost as well as drafts do.
+            self._score = LineFit(prior=((0.0, _PRIOR_FIXED_SHARE * base), (float(tokens), base)))
+            self._credit = _CREDIT_STEPS * step_seconds  # enough to try each proposer soon
+        self._last_step = step_seconds
+        self._credit = min(self._credit + self.explore * step_seconds, _CREDIT_STEPS * step_seconds)
+        self._score.add(tokens, fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
         for name, seconds in fb.propose_seconds.items():
             n, k = fb.asked.get(name, (1, 1))
@@ -255,17 +359,22 @@ class AdaptivePolicy:
                 self._decided += 1
                 self._counts[decision[0]] += 1
                 self._k_total += decision[1]
-                self._estimated += decision[2]
-                self._realised += o.emitted
-                if decision[2] > 0:  # the first steps speculate blind, with no estimate
+                if decision[2] > 0:  # explorations carry no estimate
+                    self._judged += 1
+                    self._estimated += decision[2]
+                    self._realised += o.emitted
                     self._cal_real = 0.995 * self._cal_real + (o.emitted - 1)
                     self._cal_est = 0.995 * self._cal_est + (decision[2] - 1) / cal
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
             if o.proposer is not None and o.drafted:
-                state.acceptance.setdefault(o.proposer, Acceptance()).add(o.drafted, o.accepted)
-                self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995)).add(o.drafted, o.accepted)
+                asked = decision[1] if decision is not None and decision[0] == o.proposer else 0
+                state.acceptance.setdefault(o.proposer, Acceptance()).add(o.drafted, o.accepted, asked)
+                self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995)).add(
+                    o.drafted, o.accepted, asked)
+            for n, draft in state.shadow_drafts.items():
+                self._hindsight(state, n, draft, o, self._kmax(n))
             if state.exploring is not None and state.exploring == o.proposer:
                 self._explorations += 1
                 paid = o.drafted > 0 and o.accepted * 2 >= o.drafted
@@ -274,6 +383,19 @@ class AdaptivePolicy:
                 # not speculating: try again later, later still after each retry that did not pay
                 state.retry_gap = state.retry_gap or self.retry_after
                 state.retry_at = self._step + state.retry_gap
+
+    def _hindsight(self, state: _RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> None:
+        """Score a shadow draft against the emitted tokens: positions past them are unknown."""
+        if not draft or not o.tokens:
+            return
+        seen = min(len(draft), len(o.tokens))
+        matched = 0
+        while matched < seen and draft[matched] == o.tokens[matched]:
+            matched += 1
+        # a short draft that matched all the way ran out at a position the step did reach
+        ran_out = asked if len(draft) < len(o.tokens) else 0
+        state.acceptance.setdefault(name, Acceptance()).add(seen, matched, ran_out)
+        self._global.setdefault((name, o.greedy), Acceptance(decay=0.995)).add(seen, matched, ran_out)
 
     def forget(self, request_id: str) -> None:
         self._requests.pop(request_id, None)
@@ -287,11 +409,15 @@ class AdaptivePolicy:
             "speculating_request_steps": self._decided,
             "chosen": {n: c / decided for n, c in self._counts.items()},
             "mean_k": self._k_total / decided,
-            "estimated_tokens_per_step": self._estimated / decided,
-            "realised_tokens_per_step": self._realised / decided,
+            # over the speculating request-steps chosen on an estimate (explorations aside)
+            "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
+            "realised_tokens_per_step": self._realised / max(self._judged, 1),
             "explorations": self._explorations,
+            # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
+            "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
+                           for (n, greedy), a in self._global.items()},
             "calibration": self.calibration,
-            "score_cost": [float(x) for x in self._score.theta] if self._score is not None else None,
+            "score_cost": list(self._score.coef) if self._score is not None else None,
             "propose_cost": {n: [float(x) for x in m.theta] for n, m in self._propose.items()},
             "other_seconds": self._other,
         }

@@ -18,9 +18,14 @@ class Acceptance:
     tried: list[float] = attrs.field(factory=list)
     accepted: list[float] = attrs.field(factory=list)
 
-    def add(self, drafted: int, accepted: int) -> None:
-        """One verified draft of `drafted` tokens of which the first `accepted` were accepted."""
+    def add(self, drafted: int, accepted: int, asked: int = 0) -> None:
+        """One verified draft of `drafted` tokens of which the first `accepted` were accepted.
+        `asked`: the budget the proposer was given; a draft shorter than that which was accepted
+        whole ran out where the next position was reached, which counts as a rejection there
+        (a speculator with 4 heads asked for 8 tokens must not look as if 8 could be had)."""
         reached = min(accepted + 1, drafted)
+        if asked > drafted == accepted:
+            reached = drafted = drafted + 1  # the missing position: reached, not accepted
         if len(self.tried) < drafted:
             grow = drafted - len(self.tried)
             self.tried.extend([0.0] * grow)
@@ -44,11 +49,16 @@ class Acceptance:
         is the estimate of the position before it: deep positions are rarely reached, and
         acceptance there is more like its neighbour's than like a fixed guess."""
         out: list[float] = []
+        tried, accepted = self.tried, self.accepted
+        seen = len(tried)
+        p = 0.5
         for j in range(k):
-            p = prior[j] if j < len(prior) else (out[-1] if out else 0.5)
-            t = self.tried[j] if j < len(self.tried) else 0.0
-            a = self.accepted[j] if j < len(self.accepted) else 0.0
-            out.append((a + strength * p) / (t + strength) if t + strength > 0 else p)
+            if j < len(prior):
+                p = prior[j]
+            elif out:
+                p = out[-1]
+            # an unreached position (t = 0) is its prior: (0 + s p) / (0 + s)
+            out.append((accepted[j] + strength * p) / (tried[j] + strength) if j < seen and tried[j] + strength > 0 else p)
         return out
 
 
@@ -121,3 +131,68 @@ class CostModel:
 
     def predict(self, features: Sequence[float]) -> float:
         return sum(c * x for c, x in zip(self.coef, features))
+
+
+@attrs.define
+class LineFit:
+    """seconds ≈ a + c * tokens for one forward, from a decayed mean per distinct token count.
+
+    Why not one decayed least-squares fit: a batch that stops speculating runs thousands of
+    steps at one token count, and their weight would decay away the few steps with drafts
+    that are all there is to know the slope from; the slope would fall back to its prior for
+    good. Here each token count keeps its own mean (its weight capped at `cap` in the fit, so
+    the common count does not drown the rare ones), which ages `age` a step down to `floor`.
+    `prior`: two (tokens, seconds) points, each weighing `ridge` steps, that never age.
+    """
+
+    prior: tuple[tuple[float, float], tuple[float, float]]
+    ridge: float = 0.1
+    decay: float = 0.9
+    cap: float = 4.0
+    age: float = 0.995
+    floor: float = 0.5
+    max_points: int = 1024
+    _buckets: dict[int, list[float]] = attrs.field(init=False, factory=dict)  # tokens -> [mean, weight, step]
+    _step: int = attrs.field(init=False, default=0)
+    _coef: tuple[float, float] | None = attrs.field(init=False, default=None)
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self._step += 1
+        b = self._buckets.get(tokens)
+        if b is None:
+            if len(self._buckets) >= self.max_points:  # forget the stalest token count
+                del self._buckets[min(self._buckets, key=lambda t: self._buckets[t][2])]
+            self._buckets[tokens] = [seconds, 1.0, float(self._step)]
+        else:
+            b[1] = b[1] * self.decay + 1.0
+            b[0] += (seconds - b[0]) / b[1]
+            b[2] = float(self._step)
+        self._coef = None
+
+    @property
+    def coef(self) -> tuple[float, float]:
+        """(a, c), both >= 0."""
+        if self._coef is None:
+            sw = sx = sy = sxx = sxy = 0.0
+            points = [(x, y, self.ridge) for x, y in self.prior]
+            for tokens, (mean, weight, step) in self._buckets.items():
+                # old means fade, but never below `floor`: with nothing newer at that token
+                # count, an old measurement still beats the prior
+                w = max(min(weight, self.cap) * self.age ** (self._step - step), self.floor)
+                points.append((float(tokens), mean, w))
+            for x, y, w in points:
+                sw += w
+                sx += w * x
+                sy += w * y
+                sxx += w * x * x
+                sxy += w * x * y
+            var = sxx - sx * sx / sw
+            c = (sxy - sx * sy / sw) / var if var > 1e-12 else 0.0
+            c = max(c, 0.0)
+            a = max((sy - c * sx) / sw, 0.0)
+            self._coef = (a, c)
+        return self._coef
+
+    def predict(self, tokens: float) -> float:
+        a, c = self.coef
+        return a + c * tokens

@@ -41,6 +41,7 @@ class Outcome:
     accepted: int
     emitted: int
     greedy: bool
+    tokens: tuple[int, ...] = ()  # the tokens emitted this step
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from spec_sdk import SamplingParams
 from spec_sdk.adaptive import AdaptivePolicy
 from spec_sdk.errors import ConfigError
-from spec_sdk.estimators import Acceptance, CostModel, expected_tokens
+from spec_sdk.estimators import Acceptance, CostModel, LineFit, expected_tokens
 from spec_sdk.policy import Load, Outcome, StepFeedback
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.proposers.ngram import NgramProposer
@@ -32,7 +32,7 @@ from spec_sdk.testing import (
     tie_aware_equal,
 )
 from spec_sdk.testing.strategies import prompts
-from spec_sdk.types import SpecStats
+from spec_sdk.types import Draft, SpecStats
 
 # -- estimators ---------------------------------------------------------------------------
 
@@ -83,6 +83,23 @@ def test_cost_model_keeps_its_prior_for_what_was_never_varied() -> None:
     assert model.coef == pytest.approx((0.004, 0.002), rel=0.05)
 
 
+def test_line_fit_keeps_a_slope_learned_from_rare_steps() -> None:
+    # pessimistic prior: 1 ms per token; the truth: 10 ms fixed, 0.2 ms per token
+    fit = LineFit(prior=((0.0, 0.0005), (1.0, 0.0105)))
+    for tokens in (5, 9, 3):
+        fit.add(tokens, 0.010 + 0.0002 * tokens)
+    for _ in range(2000):  # then a long spell of one-token steps
+        fit.add(1, 0.0102)
+    a, c = fit.coef
+    # (the prior, which never ages, keeps a little pull: the slope is within 2x, 30x under the prior)
+    assert 0.0001 < c < 0.0004 and a == pytest.approx(0.010, rel=0.05)
+    # with no spread in the data the prior's slope stands, and nothing goes negative
+    flat = LineFit(prior=((0.0, 0.0005), (1.0, 0.0105)))
+    for _ in range(50):
+        flat.add(1, 0.004)
+    assert flat.coef[1] > 0.001 and flat.coef[0] >= 0.0
+
+
 # -- decisions on measured costs ----------------------------------------------------------
 
 
@@ -104,8 +121,11 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
         policy.begin_step(views, Load(batch), list(accept))
         outcomes, drafted_total, asked, seconds = [], 0, {}, {}
         for v in views:
-            plan = policy.plan(v, Load(batch))
-            name, k = next(iter(plan.items())) if plan else (None, 0)
+            # as the engine does: ask what the plan names, then see which draft the policy takes
+            drafts = {n: Draft(tokens=[0] * k) for n, k in policy.plan(v, Load(batch)).items()}
+            picked = policy.choose(v, drafts)
+            name = next((n for n, d in drafts.items() if d is picked), None)
+            k = len(drafts[name]) if name is not None else 0
             decisions[(name, k)] += 1
             accepted = 0
             if name is not None:
@@ -137,7 +157,7 @@ def test_picks_the_proposer_that_pays_and_a_long_draft_when_tokens_are_cheap() -
 
 
 def test_turns_speculation_off_when_draft_tokens_cost_more_than_they_bring() -> None:
-    policy = AdaptivePolicy(max_k=8, explore=0.0, retry_after=16)
+    policy = AdaptivePolicy(max_k=8, explore=0.02, retry_after=16)
     # each draft token costs half a step and is accepted 30% of the time: never worth it
     d = _simulate(policy, {"meh": 0.3}, (0.01, 0.0, 0.005), {"meh": 1e-4}, steps=400)
     assert d[(None, 0)] > 0.8 * 400
@@ -165,6 +185,57 @@ def test_budgets_shrink_as_the_batch_grows_and_the_forward_gets_compute_bound() 
 
     small, large = mean_k(1), mean_k(32)
     assert small > 1.0 and large < small
+
+
+def test_a_short_draft_that_was_accepted_whole_counts_as_rejected_where_it_ran_out() -> None:
+    acc = Acceptance(decay=1.0)
+    acc.add(drafted=4, accepted=4, asked=8)  # a 4-head speculator asked for 8
+    assert acc.tried == [1, 1, 1, 1, 1] and acc.accepted == [1, 1, 1, 1, 0]
+    acc.add(drafted=4, accepted=2, asked=8)  # rejected inside the draft: nothing more to say
+    assert acc.tried == [2, 2, 2, 1, 1] and acc.accepted == [2, 2, 1, 1, 0]
+    # a 4-token draft is worth no more than 4 tokens however long the budget
+    rates = acc.rates(8, [0.5], strength=0.0)
+    assert expected_tokens(rates)[8] == pytest.approx(expected_tokens(rates)[4])
+
+
+def test_exploring_costs_about_its_share_of_time_when_nothing_pays() -> None:
+    # a compute-bound forward (every token costs the same) and drafts that are mostly wrong:
+    # not speculating is best, and learning that must cost little more than `explore` of the time
+    batch, steps, explore = 32, 300, 0.03
+    policy = AdaptivePolicy(max_k=8, explore=explore)
+    score = (0.0005, 0.001, 0.001)
+    d = _simulate(policy, {"bad": 0.2, "slow": 0.3}, score, {"bad": 1e-5, "slow": 0.01}, batch=batch, steps=steps)
+    drafted = sum(k * c for (_, k), c in d.items())
+    calls = sum(c for (n, _), c in d.items() if n == "slow")  # upper bound on the slow calls' steps
+    spent = score[2] * drafted + 0.01 * calls
+    baseline = steps * (score[0] + score[1] * batch)
+    assert spent / baseline < explore + 0.02
+    assert d[(None, 0)] > 0.9 * steps * batch
+
+
+class _SlowTarget(TableTarget):
+    """A forward that takes as long as a small real model's, so that a lookup proposer is
+    cheap next to it (the table target alone costs about what a proposer call does)."""
+
+    def score(self, items):  # type: ignore[no-untyped-def]
+        import time
+
+        time.sleep(0.1)
+        return super().score(items)
+
+
+def test_cheap_proposers_are_learned_in_the_shadow_without_being_chosen() -> None:
+    target = _SlowTarget(vocab_size=6, order=2, seed=7)
+    proposers = [_named(OracleProposer(greedy_next_fn(target)), "oracle"),
+                 _named(WrongProposer(greedy_next_fn(target), 6, seed=1), "wrong")]
+    policy = AdaptivePolicy(max_k=4, explore=0.0, seed=3)
+    params = [SamplingParams(max_new_tokens=40)] * 4
+    _, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * 4, params, 4, policy=policy))
+    report = metrics.policy
+    # the wrong proposer is (almost) never chosen, yet its acceptance is known: from shadows
+    assert report["chosen"].get("wrong", 0.0) < 0.1
+    assert report["acceptance"]["wrong"][0] < 0.2
+    assert report["acceptance"]["oracle"][0] > 0.8
 
 
 def test_invalid_settings_are_refused() -> None:

@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int, help="sequences per step")
     p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float, help="AdamW weight decay of the matrices")
     p.add_argument("--n-predict", type=int, help="heads, i.e. the longest draft")
     p.add_argument("--inner-dim", type=int)
     p.add_argument("--prompts", type=int, help="training prompt chunks the target continues")
@@ -58,7 +59,8 @@ def run_args(args: argparse.Namespace) -> int:
             name = json.loads(manifest.read_text()).get("variant", "full")
             name = name if name in RECIPES else "full"
     config = recipe(
-        name, arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr, n_predict=args.n_predict,
+        name, arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        weight_decay=args.weight_decay, n_predict=args.n_predict,
         inner_dim=args.inner_dim, prompts=args.prompts, heldout_prompts=args.heldout_prompts,
         prompt_len=args.prompt_len, gen_len=args.gen_len, sample_share=args.sample_share, labels=args.labels,
         use_prompt=False if args.no_prompt_positions else None, seed=args.seed,
