@@ -27,11 +27,13 @@ pessimistic end: speculation has to prove it pays), and a proposer is a candidat
 of its calls has been timed.
 
 Exploring keeps estimates honest, within a budget of time: each step earns `explore` of its
-own duration as exploration credit (plus one step's worth at the start), and an exploration --
+own duration as exploration credit (plus four steps' worth at the start), and an exploration --
 a request trying a random (proposer, k) with probability `explore`, or a retry -- runs only
 when its estimated extra cost (its draft tokens in the forward, the proposer's call) fits the
-credit. So exploring costs at most about `explore` of the time at any load, and an untried
-expensive proposer is tried on one request, not on the whole batch. A request whose drafts
+credit. So exploring costs at most about `explore` of the time at any load (less while
+explorations keep finding nothing that would have paid: the pace falls by a fifth each time,
+down to 1/16, and doubles at each one that would have), and an untried expensive proposer is
+tried on one request, not on the whole batch. A request whose drafts
 stopped paying (k = 0) retries each proposer after `retry_after` steps, the wait doubling
 after each retry that gets nothing accepted. And every `probe_every` steps the whole batch
 runs one step without drafts: when the batch size and the chosen draft lengths barely change,
@@ -65,6 +67,8 @@ _SHADOW_SHARE = 0.01
 # exploration credit is capped at this many steps' worth, so a long quiet spell does not
 # turn into a burst of explorations
 _CREDIT_STEPS = 4.0
+# the slowest exploration pace, as a share of `explore`
+_MIN_EXPLORE_SCALE = 1.0 / 16
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
 
@@ -116,6 +120,7 @@ class AdaptivePolicy:
     _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
     _explorations: int = attrs.field(init=False, default=0)
     _credit: float = attrs.field(init=False, default=0.0)  # seconds of exploration affordable now
+    _explore_scale: float = attrs.field(init=False, default=1.0)  # of `explore`, by how explorations went
     _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     # realised over estimated extra tokens (decayed sums): estimates picked as the best of
     # several are biased upwards (the winner's curse); this scales them back
@@ -340,7 +345,9 @@ class AdaptivePolicy:
             self._score = LineFit(prior=((0.0, _PRIOR_FIXED_SHARE * base), (float(tokens), base)))
             self._credit = _CREDIT_STEPS * step_seconds  # enough to try each proposer soon
         self._last_step = step_seconds
-        self._credit = min(self._credit + self.explore * step_seconds, _CREDIT_STEPS * step_seconds)
+        self._credit = min(self._credit + self.explore * self._explore_scale * step_seconds,
+                           _CREDIT_STEPS * step_seconds)
+        batch_rate = sum(o.emitted for o in fb.outcomes) / max(step_seconds, 1e-9)
         self._score.add(tokens, fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
         for name, seconds in fb.propose_seconds.items():
@@ -377,6 +384,15 @@ class AdaptivePolicy:
                 self._hindsight(state, n, draft, o, self._kmax(n))
             if state.exploring is not None and state.exploring == o.proposer:
                 self._explorations += 1
+                # Worth it, had it been chosen? Its accepted tokens against what its draft tokens
+                # and call cost, at the batch's rate. Explorations that keep finding nothing
+                # worth it (a loaded machine, a workload no proposer helps) slow down to
+                # 1/16 of `explore`; one that finds something restores the pace.
+                extra = self._score.coef[1] * o.drafted + self._call_cost(o.proposer)
+                if o.accepted >= extra * batch_rate:
+                    self._explore_scale = min(1.0, self._explore_scale * 2.0)
+                else:
+                    self._explore_scale = max(_MIN_EXPLORE_SCALE, self._explore_scale * 0.8)
                 paid = o.drafted > 0 and o.accepted * 2 >= o.drafted
                 state.retry_gap = self.retry_after if paid else min(max(state.retry_gap, self.retry_after) * 2, 1024)
             if decision is not None and decision[0] is None and not state.retry_at:
@@ -413,6 +429,7 @@ class AdaptivePolicy:
             "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
             "realised_tokens_per_step": self._realised / max(self._judged, 1),
             "explorations": self._explorations,
+            "exploration_pace": self._explore_scale,
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},

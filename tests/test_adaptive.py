@@ -211,6 +211,7 @@ def test_exploring_costs_about_its_share_of_time_when_nothing_pays() -> None:
     baseline = steps * (score[0] + score[1] * batch)
     assert spent / baseline < explore + 0.02
     assert d[(None, 0)] > 0.9 * steps * batch
+    assert policy.report()["exploration_pace"] < 0.5  # explorations that find nothing slow down
 
 
 class _SlowTarget(TableTarget):
