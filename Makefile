@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # torch request would pull a multi-GB CUDA build. The example plugins (plugins/*) go after the
 # SDK they depend on; `make test` runs their tests too. The editable install also compiles the
 # suffix trie's C core in place (setup.py; skipped without a compiler), hence its sources here.
-$(STAMP): pyproject.toml setup.py spec_sdk/proposers/_suffix_core.c $(wildcard plugins/*/pyproject.toml)
+$(STAMP): pyproject.toml setup.py $(wildcard spec_sdk/proposers/csrc/suffix/*) $(wildcard plugins/*/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0

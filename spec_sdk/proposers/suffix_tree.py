@@ -38,6 +38,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections.abc import Iterable
+from typing import Any
 
 SHIFT = 32
 MASK = (1 << SHIFT) - 1
@@ -423,11 +424,12 @@ class SuffixTree:
 
 
 # -- the compiled core ----------------------------------------------------------------------
-# `_suffix_core.SuffixTree` (spec_sdk/proposers/_suffix_core.c, built by setup.py where a C
-# compiler is there) is this class in C: same methods, same results to the last bit (tests
-# compare the two on random operation streams), ~10x faster. It has none of the private
-# columns above (`_count`, `_kids`, ...); its invariants are checked by its `_check()`, and
-# `_suffix_core.set_wide(n)` is its `WIDE`.
+# `_suffix_core.SuffixTree` (C sources in spec_sdk/proposers/csrc/suffix/, built by setup.py
+# where a C compiler is there; typed in _suffix_core.pyi) is this class in C: same methods,
+# same results to the last bit (tests compare the two on random operation streams), ~10x
+# faster. It has none of the private columns above (`_count`, `_kids`, ...); its invariants
+# are checked by its `_check()`, and `_suffix_core.set_wide(n)` is its `WIDE`.
+CSuffixTree: type[Any] | None
 try:
     from spec_sdk.proposers._suffix_core import SuffixTree as CSuffixTree
 except ImportError:  # not built: "auto" falls back to this module's class
