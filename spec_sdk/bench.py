@@ -271,7 +271,8 @@ def _with_extras(methods: list[Method], config: WorkloadBenchConfig) -> list[Met
 
 def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix") -> list[Method]:
     """Arctic Inference's combination: the cheap proposer's draft when it scores at least
-    `k`, else the other proposer's — one cascade per other proposer."""
+    `k`, else the other proposer's — one cascade per other proposer; and each again with the
+    bar measured (what the other proposer's drafts really get accepted)."""
     first = next((m for m in methods if cheap in m.proposers), None)
     if first is None:
         return []
@@ -280,10 +281,11 @@ def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix") -> list[M
         if cheap in m.proposers:
             continue
         (other,) = m.proposers
-        out.append(Method(
-            f"cascade {cheap}>{other} k={k}", {**first.proposers, **m.proposers}, k,
-            policy=CascadePolicy((cheap, other), k),
-        ))
+        both = {**first.proposers, **m.proposers}
+        out.append(Method(f"cascade {cheap}>{other} k={k}", both, k, policy=CascadePolicy((cheap, other), k)))
+        # learns: a fresh policy per engine
+        out.append(Method(f"cascade {cheap}>{other} measured k={k}", both, k,
+                          policy_factory=lambda o=other: CascadePolicy((cheap, o), k, threshold="measured")))
     return out
 
 

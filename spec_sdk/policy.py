@@ -95,6 +95,10 @@ class FixedPolicy:
         return drafts.get(self.proposer)
 
 
+MEASURED_AFTER = 8  # drafts of a stage before a measured bar replaces the default
+MEASURED_DECAY = 0.98
+
+
 @attrs.frozen
 class CascadePolicy:
     """Ask cheap proposers first; take a draft as soon as its score clears the bar, else ask
@@ -105,17 +109,26 @@ class CascadePolicy:
     serves all stages. The default bar is Arctic Inference's rule: the cheap draft wins when
     its score is at least the next proposer's draft length (a model speculator's number of
     heads) — it is then expected to do as well as the model would at its best.
+
+    `threshold="measured"`: the bar is what the next stage's drafts really got accepted, a
+    decayed mean over its verified drafts (the default bar until `MEASURED_AFTER` of them):
+    a cheap draft expected to do as well as the model does *here* is taken, and the model's
+    call saved -- where the model drafts poorly, the bar falls with it.
     """
 
     stages: Sequence[str]
     k: int | Sequence[int] = 4
-    threshold: float | None = None
+    threshold: float | Literal["measured"] | None = None
+    # per later stage: [decayed accepted tokens, decayed drafts, drafts]; learning state, not identity
+    _measured: dict[str, list[float]] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.stages:
             raise ConfigError("a cascade needs at least one proposer")
         if not isinstance(self.k, int) and len(self.k) != len(self.stages):
             raise ConfigError("give one k per stage, or a single k")
+        if isinstance(self.threshold, str) and self.threshold != "measured":
+            raise ConfigError(f"threshold must be a number, 'measured' or None, got {self.threshold!r}")
 
     def _budgets(self) -> list[int]:
         return [self.k] * len(self.stages) if isinstance(self.k, int) else list(self.k)
@@ -130,7 +143,7 @@ class CascadePolicy:
         later = [name for name in self.stages[self.stages.index(latest) + 1 :] if budgets[name] > 0]
         draft = drafts[latest]
         if later:
-            bar = self.threshold if self.threshold is not None else float(budgets[later[0]])
+            bar = self._bar(later[0], budgets[later[0]])
             if draft is not None and draft.score >= bar:
                 return draft
             return DEFER
@@ -140,3 +153,22 @@ class CascadePolicy:
             return draft
         candidates = [d for d in drafts.values() if d is not None]
         return max(candidates, key=lambda d: d.score, default=None)
+
+    def _bar(self, stage: str, budget: int) -> float:
+        if isinstance(self.threshold, (int, float)):
+            return float(self.threshold)
+        seen = self._measured.get(stage)
+        if self.threshold == "measured" and seen is not None and seen[2] >= MEASURED_AFTER:
+            return seen[0] / seen[1]
+        return float(budget)
+
+    def feedback(self, fb: StepFeedback) -> None:
+        """With `threshold="measured"`: the accepted tokens of each later stage's drafts."""
+        if self.threshold != "measured":
+            return
+        for o in fb.outcomes:
+            if o.proposer is not None and o.proposer in self.stages[1:] and o.drafted:
+                seen = self._measured.setdefault(o.proposer, [0.0, 0.0, 0.0])
+                seen[0] = MEASURED_DECAY * seen[0] + o.accepted
+                seen[1] = MEASURED_DECAY * seen[1] + 1.0
+                seen[2] += 1.0

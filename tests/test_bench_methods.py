@@ -25,3 +25,15 @@ def test_adaptive_method_gets_every_single_proposer_and_a_fresh_policy_each_time
     a, b = m.policy_factory(), m.policy_factory()
     assert isinstance(a, AdaptivePolicy) and a is not b and a.proposers == ["suffix", "ngram"] and a.max_k == 6
     assert adaptive_method([Method("x", {"ngram": {}}, 4, policy=FixedPolicy("ngram"))]) is None
+
+
+def test_cascades_come_with_the_reference_bar_and_a_measured_one() -> None:
+    from spec_sdk.policy import CascadePolicy
+
+    cas = cascades(_methods(), 4)
+    assert [m.name for m in cas] == ["cascade suffix>ngram k=4", "cascade suffix>ngram measured k=4"]
+    reference, measured = cas
+    assert reference.policy == CascadePolicy(("suffix", "ngram"), 4)
+    assert measured.policy is None and measured.policy_factory is not None
+    a, b = measured.policy_factory(), measured.policy_factory()
+    assert a is not b and isinstance(a, CascadePolicy) and a.threshold == "measured" and a.stages == ("suffix", "ngram")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from spec_sdk import CascadePolicy, Draft, FixedPolicy, Load, SamplingParams, SpecEngine
 from spec_sdk.errors import ConfigError
-from spec_sdk.policy import DEFER
+from spec_sdk.policy import DEFER, MEASURED_AFTER, Outcome, StepFeedback
 from spec_sdk.proposers.ngram import NgramProposer
 from spec_sdk.testing import (
     OracleProposer,
@@ -62,6 +62,46 @@ def test_cascade_choose_rule():
         CascadePolicy(())
     with pytest.raises(ConfigError):
         CascadePolicy(("a", "b"), k=(1, 2, 3))
+
+
+def test_cascade_measured_bar_follows_what_the_model_stage_gets_accepted():
+    policy = CascadePolicy(("cheap", "model"), k=4, threshold="measured")
+    view = None
+    modest = _d(1.5)
+    assert policy.choose(view, {"cheap": modest}) is DEFER  # the default bar (k = 4) until measured
+
+    def step(accepted: int) -> StepFeedback:
+        return StepFeedback(1, 4, 0.01, 0.0, {}, {}, [Outcome("r", "model", 4, accepted, accepted + 1, True)])
+
+    for _ in range(MEASURED_AFTER - 1):
+        policy.feedback(step(1))
+    assert policy.choose(view, {"cheap": modest}) is DEFER  # not enough drafts measured yet
+    policy.feedback(step(1))
+    assert policy.choose(view, {"cheap": modest}) is modest  # the model gets 1 accepted: 1.5 beats it
+    for _ in range(200):
+        policy.feedback(step(4))
+    assert policy.choose(view, {"cheap": modest}) is DEFER  # the model is good again
+    # cheap drafts' outcomes do not move the bar; a fixed threshold ignores feedback
+    policy.feedback(StepFeedback(1, 4, 0.01, 0.0, {}, {}, [Outcome("r", "cheap", 4, 0, 1, True)] * 50))
+    assert policy.choose(view, {"cheap": modest}) is DEFER
+    fixed = CascadePolicy(("cheap", "model"), k=4, threshold=1.0)
+    fixed.feedback(step(0))
+    assert fixed.choose(view, {"cheap": modest}) is modest
+    with pytest.raises(ConfigError):
+        CascadePolicy(("a", "b"), threshold="learned")  # type: ignore[arg-type]
+
+
+@settings(max_examples=25, deadline=None)
+@given(batch=st.lists(prompts(6, max_len=16), min_size=1, max_size=4), n_new=st.integers(1, 30))
+def test_cascade_with_measured_bar_is_lossless_greedy(batch, n_new):
+    target = TableTarget(vocab_size=6, order=2, seed=7)
+    proposers = [NgramProposer(), _Scored("random", 6, 0.2, seed=5)]
+    policy = CascadePolicy(("ngram", "random"), k=3, threshold="measured")
+    params = [SamplingParams(max_new_tokens=n_new)] * len(batch)
+    done, _ = anyio.run(lambda: run_concurrently(target, proposers, batch, params, 3, policy=policy))
+    for prompt, c in zip(batch, done, strict=True):
+        ref, margins = reference_greedy(target, prompt, n_new)
+        assert tie_aware_equal(list(c.token_ids), ref, margins)
 
 
 @pytest.mark.parametrize("cheap_score, model_calls_expected", [(10.0, False), (0.5, True)])
