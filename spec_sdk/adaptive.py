@@ -84,6 +84,8 @@ class _RequestState:
     expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
     shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
+    asked: tuple[str, ...] = ()  # the proposers asked for it this step
+    warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before
 
 
 @attrs.define(eq=False)
@@ -108,7 +110,10 @@ class AdaptivePolicy:
     _requests: dict[str, _RequestState] = attrs.field(init=False, factory=dict)
     _global: dict[tuple[str, bool], Acceptance] = attrs.field(init=False, factory=dict)
     _score: LineFit | None = attrs.field(init=False, default=None)
-    _propose: dict[str, CostModel] = attrs.field(init=False, factory=dict)
+    _propose: dict[str, CostModel] = attrs.field(init=False, factory=dict)  # warm calls only
+    # seconds a proposer's first call for a request costs beyond a warm one (its cache filling
+    # with the prompt): charged once, to the step that first asks it for that request
+    _cold: dict[str, float] = attrs.field(init=False, factory=dict)
     _other: float | None = attrs.field(init=False, default=None)
     _decisions: dict[str, tuple[str | None, int, float]] = attrs.field(init=False, factory=dict)
     _step: int = attrs.field(init=False, default=0)
@@ -181,7 +186,7 @@ class AdaptivePolicy:
             return
         states = [self._requests.setdefault(r.id, _RequestState(r.params.greedy)) for r in reqs]
         for s in states:
-            s.shadows, s.shadow_drafts = (), {}
+            s.shadows, s.shadow_drafts, s.asked = (), {}, ()
         if self._score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
@@ -193,13 +198,15 @@ class AdaptivePolicy:
         self._rng.shuffle(order)
         per_token = self._score.coef[1]
         used: set[str] = set()  # proposers some explorer already pays the call of
-        for i in order:
+        # A proposer's first call for a request is cold (fills its cache) and times nothing
+        # typical: an untimed proposer is asked again for a request it is warm for, first.
+        for i in sorted(order, key=lambda i: not (set(names) - set(self._propose)) & states[i].warm):
             states[i].exploring = None
             pick = self._exploration(states[i], names, used)
             if pick is None:
                 continue
             name, k = pick
-            cost = per_token * k + (0.0 if name in used else self._call_cost(name))
+            cost = per_token * k + (0.0 if name in used else self._call_cost(name)) + self._cold_cost(states[i], name)
             if cost > self._credit:
                 states[i].exploring = None
                 continue  # not affordable now; a due retry stays due
@@ -211,13 +218,15 @@ class AdaptivePolicy:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
         timed = [n for n in names if n in self._propose]
-        self._best_options(choice, forced, gains, timed)
+        self._best_options(choice, forced, gains, timed, states)
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
             # an exploration was not picked for its estimate: it says nothing of the winner's curse
             estimate = gains[name][i][k] if name is not None and i not in forced else None
             self._decide(r.id, s, name, k, estimate)
         self._pick_shadows(states, choice, timed)
+        for s, (name, _) in zip(states, choice):
+            s.asked = s.shadows + ((name,) if name is not None else ())
 
     def _pick_shadows(self, states: Sequence[_RequestState], choice: Sequence[tuple[str | None, int]],
                       names: Sequence[str]) -> None:
@@ -235,7 +244,8 @@ class AdaptivePolicy:
 
     def _exploration(self, state: _RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
         untimed = [n for n in names if n not in self._propose and n not in used]
-        if untimed:  # never called yet: worth one request's try as soon as it is affordable
+        untimed.sort(key=lambda n: n not in state.warm)  # a warm call is what times it
+        if untimed:  # no warm call timed yet: worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
             return untimed[0], min(4, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
@@ -249,6 +259,9 @@ class AdaptivePolicy:
             return name, self._rng.randint(1, self._kmax(name))
         return None
 
+    def _cold_cost(self, state: _RequestState, name: str) -> float:
+        return 0.0 if name in state.warm else self._cold.get(name, 0.0)
+
     def _call_cost(self, name: str) -> float:
         """Estimated seconds of one call of `name` for one request; an untimed proposer is
         guessed at a tenth of a step."""
@@ -259,7 +272,8 @@ class AdaptivePolicy:
         return a + b + c * self._kmax(name)
 
     def _best_options(self, choice: list[tuple[str | None, int]], forced: set[int],
-                      gains: Mapping[str, list[list[float]]], names: Sequence[str]) -> None:
+                      gains: Mapping[str, list[list[float]]], names: Sequence[str],
+                      states: Sequence[_RequestState]) -> None:
         """Two rounds of coordinate ascent: each request in turn takes its best option given
         the others'. The batch's totals are kept incrementally, so trying an option costs
         O(proposers), not O(batch)."""
@@ -283,9 +297,10 @@ class AdaptivePolicy:
                 if batch.per_token <= 0 or first > batch.per_token * best_rate:
                     for n in names:
                         g = gains[n][i]
+                        cold = self._cold_cost(states[i], n)
                         last = -1.0
                         for kk in range(1, len(g)):
-                            rate = batch.rate_with(n, kk, g[kk], others, others_total)
+                            rate = batch.rate_with(n, kk, g[kk], others, others_total, cold)
                             if rate > best_rate * (1 + 1e-9):
                                 best, best_rate = (n, kk), rate
                             if rate < last:
@@ -353,12 +368,25 @@ class AdaptivePolicy:
         for name, seconds in fb.propose_seconds.items():
             n, k = fb.asked.get(name, (1, 1))
             model = self._propose.get(name)
+            cold = [st for o in fb.outcomes if (st := self._requests.get(o.request_id)) is not None
+                    and name in st.asked and name not in st.warm]
+            if cold:
+                # what this call cost beyond a warm one, per request it was cold for
+                warm = model.predict([1.0, n, k]) if model is not None else 0.0
+                per = max(seconds - warm, 0.0) / len(cold)
+                old = self._cold.get(name)
+                self._cold[name] = per if old is None else 0.8 * old + 0.2 * per
+                continue
             if model is None:
                 # prior: a third fixed, a third per request asked, a third per token of budget
                 model = CostModel(prior=[((1.0, 0.0, 0.0), seconds / 3), ((1.0, n, 0.0), 2 * seconds / 3),
                                          ((1.0, n, k), seconds)])
                 self._propose[name] = model
             model.add([1.0, n, k], seconds)
+        for o in fb.outcomes:
+            st = self._requests.get(o.request_id)
+            if st is not None:
+                st.warm.update(st.asked)
         cal = self.calibration  # what this step's estimates were scaled by
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
@@ -436,6 +464,7 @@ class AdaptivePolicy:
             "calibration": self.calibration,
             "score_cost": list(self._score.coef) if self._score is not None else None,
             "propose_cost": {n: [float(x) for x in m.theta] for n, m in self._propose.items()},
+            "cold_call_cost": dict(self._cold),
             "other_seconds": self._other,
         }
 
@@ -488,9 +517,10 @@ class _Totals:
         return self.rate_with(None, 0, 0.0, others, sum(t for t, _, _ in others.values()))
 
     def rate_with(self, name: str | None, k: int, gain: float, others: dict[str, tuple[float, int, int]],
-                  others_total: float) -> float:
-        """Tokens per second of the batch if the request being decided took (name, k)."""
-        seconds = self.base + self.per_token * (self.drafted + (k if name is not None else 0)) + others_total
+                  others_total: float, cold: float = 0.0) -> float:
+        """Tokens per second of the batch if the request being decided took (name, k); `cold`:
+        the one-time seconds of that proposer's first call for this request."""
+        seconds = self.base + self.per_token * (self.drafted + (k if name is not None else 0)) + others_total + cold
         if name is not None and k > 0:
             t, requests, kmax = others.get(name, (0.0, 0, 0))
             seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import attrs
-import torch
 
 
 @attrs.define
@@ -80,57 +79,85 @@ class CostModel:
     The prior is a few pseudo-observations (`prior`: (features, seconds) pairs) that count as
     `ridge` measured steps each and never decay: they keep the fit sensible before the features
     vary (every step so far had the same draft length, say) and are outweighed once they do.
+    Plain floats throughout: the systems are 2x2 or 3x3 and refitted every step, where a
+    tensor solve cost ~100 us, more than the rest of the policy's step.
     """
 
     prior: Sequence[tuple[Sequence[float], float]]
     decay: float = 0.98
     ridge: float = 0.25
-    _xtx: torch.Tensor = attrs.field(init=False)
-    _xty: torch.Tensor = attrs.field(init=False)
-    _p_xtx: torch.Tensor = attrs.field(init=False)
-    _p_xty: torch.Tensor = attrs.field(init=False)
-    _theta: torch.Tensor | None = attrs.field(init=False, default=None)
-    _coef: tuple[float, ...] = attrs.field(init=False, default=())
+    _xtx: list[list[float]] = attrs.field(init=False)
+    _xty: list[float] = attrs.field(init=False)
+    _p_xtx: list[list[float]] = attrs.field(init=False)
+    _p_xty: list[float] = attrs.field(init=False)
+    _coef: tuple[float, ...] | None = attrs.field(init=False, default=None)
     samples: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         n = len(self.prior[0][0])
-        self._xtx = torch.zeros((n, n), dtype=torch.float64)
-        self._xty = torch.zeros(n, dtype=torch.float64)
-        self._p_xtx = torch.zeros((n, n), dtype=torch.float64)
-        self._p_xty = torch.zeros(n, dtype=torch.float64)
-        for features, seconds in self.prior:
-            x = torch.tensor(features, dtype=torch.float64)
-            self._p_xtx += self.ridge * torch.outer(x, x)
-            self._p_xty += self.ridge * x * seconds
+        self._xtx = [[0.0] * n for _ in range(n)]
+        self._xty = [0.0] * n
         # a hair of plain ridge, so that a prior that pins fewer directions than there are
         # features still gives a solvable system
-        self._p_xtx += 1e-12 * torch.eye(n, dtype=torch.float64)
+        self._p_xtx = [[1e-12 if i == j else 0.0 for j in range(n)] for i in range(n)]
+        self._p_xty = [0.0] * n
+        for features, seconds in self.prior:
+            _accumulate(self._p_xtx, self._p_xty, features, seconds, self.ridge)
 
     def add(self, features: Sequence[float], seconds: float) -> None:
-        x = torch.tensor(features, dtype=torch.float64)
-        self._xtx.mul_(self.decay).add_(torch.outer(x, x))
-        self._xty.mul_(self.decay).add_(x * seconds)
-        self._theta = None
+        d = self.decay
+        for row in self._xtx:
+            for j in range(len(row)):
+                row[j] *= d
+        self._xty = [v * d for v in self._xty]
+        _accumulate(self._xtx, self._xty, features, seconds, 1.0)
+        self._coef = None
         self.samples += 1
 
     @property
-    def theta(self) -> torch.Tensor:
-        if self._theta is None:
-            theta = torch.linalg.solve(self._xtx + self._p_xtx, self._xty + self._p_xty)
-            self._theta = theta.clamp_min(0.0)  # no cost is negative; a fit that says so is noise
-            self._coef = tuple(self._theta.tolist())
-        return self._theta
+    def theta(self) -> tuple[float, ...]:
+        return self.coef
 
     @property
     def coef(self) -> tuple[float, ...]:
-        """θ as plain floats: the policy evaluates thousands of what-ifs a step."""
-        if self._theta is None:
-            _ = self.theta
+        """θ, each >= 0 (no cost is negative; a fit that says so is noise)."""
+        if self._coef is None:
+            a = [[x + p for x, p in zip(r, pr)] for r, pr in zip(self._xtx, self._p_xtx)]
+            b = [x + p for x, p in zip(self._xty, self._p_xty)]
+            self._coef = tuple(max(0.0, v) for v in _solve(a, b))
         return self._coef
 
     def predict(self, features: Sequence[float]) -> float:
         return sum(c * x for c, x in zip(self.coef, features))
+
+
+def _accumulate(xtx: list[list[float]], xty: list[float], x: Sequence[float], y: float, w: float) -> None:
+    for i, xi in enumerate(x):
+        xty[i] += w * xi * y
+        row = xtx[i]
+        for j, xj in enumerate(x):
+            row[j] += w * xi * xj
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """Gaussian elimination with partial pivoting (a is small, symmetric positive definite)."""
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(m[r][c]))
+        m[c], m[p] = m[p], m[c]
+        if m[c][c] == 0.0:
+            continue
+        for r in range(c + 1, n):
+            f = m[r][c] / m[c][c]
+            if f:
+                for j in range(c, n + 1):
+                    m[r][j] -= f * m[c][j]
+    x = [0.0] * n
+    for r in range(n - 1, -1, -1):
+        s = m[r][n] - sum(m[r][j] * x[j] for j in range(r + 1, n))
+        x[r] = s / m[r][r] if m[r][r] != 0.0 else 0.0
+    return x
 
 
 @attrs.define

@@ -239,6 +239,39 @@ def test_cheap_proposers_are_learned_in_the_shadow_without_being_chosen() -> Non
     assert report["acceptance"]["oracle"][0] > 0.8
 
 
+def test_a_proposers_first_call_for_a_request_is_priced_apart_from_warm_calls() -> None:
+    # a draft-model-like proposer: 40 ms the first time it drafts for a request (its cache
+    # fills with the prompt), 2 ms after; new requests keep arriving
+    import random
+
+    rng = random.Random(0)
+    policy = AdaptivePolicy(max_k=4, explore=0.05)
+    warm: set[str] = set()
+    for step in range(400):
+        views = [_view(f"r{step // 20}-{j}") for j in range(2)]  # a new pair every 20 steps
+        policy.begin_step(views, Load(2), ["model"])
+        outcomes, seconds, drafted = [], 0.0, 0
+        for v in views:
+            plan = policy.plan(v, Load(2))
+            k = plan.get("model", 0)
+            if k:
+                seconds = max(seconds, 0.002) + (0.040 if v.id not in warm else 0.0)
+                warm.add(v.id)
+                drafted += k
+            acc = sum(1 for _ in range(k) if rng.random() < 0.9)
+            outcomes.append(Outcome(v.id, "model" if k else None, k, acc, acc + 1, True))
+        if step % 20 == 19:
+            for v in views:
+                policy.forget(v.id)
+        asked = {"model": (sum(1 for o in outcomes if o.drafted), 4)} if seconds else {}
+        policy.feedback(StepFeedback(2, drafted, 0.02 + 0.0005 * drafted, 1e-4,
+                                     {"model": seconds} if seconds else {}, asked, outcomes))
+    report = policy.report()
+    assert report["cold_call_cost"]["model"] == pytest.approx(0.038, rel=0.3)
+    assert sum(report["propose_cost"]["model"][:2]) < 0.006  # warm calls: not inflated by cold ones
+    assert report["chosen"].get("model", 0) > 0  # and it still pays to speculate with it
+
+
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ConfigError):
         AdaptivePolicy(explore=2.0)
