@@ -162,7 +162,7 @@ def test_bench_builds_a_cascade_per_other_proposer():
     from spec_sdk.bench import Method, cascades
 
     methods = [Method("suffix k=4", {"suffix": {"tree": False}}, 4), Method("ngram k=4", {"ngram": {}}, 4)]
-    (cascade,) = cascades(methods, 4)
-    assert cascade.proposers == {"suffix": {"tree": False}, "ngram": {}}
+    cascade, measured = cascades(methods, 4)  # the reference bar, and the measured one
+    assert cascade.proposers == measured.proposers == {"suffix": {"tree": False}, "ngram": {}}
     assert cascade.policy == CascadePolicy(("suffix", "ngram"), 4)
     assert cascades(methods[1:], 4) == []
