@@ -26,6 +26,11 @@ until the data say otherwise a draft token is priced as if the forward were comp
 pessimistic end: speculation has to prove it pays), and a proposer is a candidate only once one
 of its calls has been timed.
 
+A greedy request explores in the shadow too: the proposer's draft is asked for and scored in
+hindsight, never verified -- for greedy decoding that is the same knowledge, without the draft
+in the forward (a sampled request must verify: acceptance there is not a match; and so must
+the first explorations, until a draft token's cost has been measured at all).
+
 Exploring keeps estimates honest, within a budget of time: each step earns `explore` of its
 own duration as exploration credit (plus four steps' worth at the start), and an exploration --
 a request trying a random (proposer, k) with probability `explore`, or a retry -- runs only
@@ -85,6 +90,7 @@ class _RequestState:
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
     shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
     asked: tuple[str, ...] = ()  # the proposers asked for it this step
+    probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
     warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before
 
 
@@ -186,7 +192,7 @@ class AdaptivePolicy:
             return
         states = [self._requests.setdefault(r.id, _RequestState(r.params.greedy)) for r in reqs]
         for s in states:
-            s.shadows, s.shadow_drafts, s.asked = (), {}, ()
+            s.shadows, s.shadow_drafts, s.asked, s.probe = (), {}, (), None
         if self._score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
@@ -206,14 +212,23 @@ class AdaptivePolicy:
             if pick is None:
                 continue
             name, k = pick
-            cost = per_token * k + (0.0 if name in used else self._call_cost(name)) + self._cold_cost(states[i], name)
+            # A greedy request explores in the shadow: the draft is asked for and scored in
+            # hindsight, never verified -- for greedy decoding the same knowledge, without the
+            # draft tokens in the forward. A sampled one must verify: acceptance there is not a match.
+            # ...unless the cost of a draft token was never measured: only a verified draft can.
+            shadow = states[i].greedy and self._score.token_counts >= 2
+            cost = (0.0 if shadow else per_token * k) + (0.0 if name in used else self._call_cost(name))
+            cost += self._cold_cost(states[i], name)
             if cost > self._credit:
                 states[i].exploring = None
                 continue  # not affordable now; a due retry stays due
             self._credit -= cost
             used.add(name)
-            choice[i] = pick
-            forced.add(i)
+            if shadow:
+                states[i].probe = name
+            else:
+                choice[i] = pick
+                forced.add(i)
             if states[i].retry_at and self._step >= states[i].retry_at:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
@@ -226,6 +241,8 @@ class AdaptivePolicy:
             self._decide(r.id, s, name, k, estimate)
         self._pick_shadows(states, choice, timed)
         for s, (name, _) in zip(states, choice):
+            if s.probe is not None and s.probe != name and s.probe not in s.shadows:
+                s.shadows += (s.probe,)
             s.asked = s.shadows + ((name,) if name is not None else ())
 
     def _pick_shadows(self, states: Sequence[_RequestState], choice: Sequence[tuple[str | None, int]],
@@ -409,29 +426,36 @@ class AdaptivePolicy:
                 self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995)).add(
                     o.drafted, o.accepted, asked)
             for n, draft in state.shadow_drafts.items():
-                self._hindsight(state, n, draft, o, self._kmax(n))
+                matched = self._hindsight(state, n, draft, o, self._kmax(n))
+                if n == state.probe:
+                    self._explored(state, n, len(draft), matched, batch_rate)
             if state.exploring is not None and state.exploring == o.proposer:
-                self._explorations += 1
-                # Worth it, had it been chosen? Its accepted tokens against what its draft tokens
-                # and call cost, at the batch's rate. Explorations that keep finding nothing
-                # worth it (a loaded machine, a workload no proposer helps) slow down to
-                # 1/16 of `explore`; one that finds something restores the pace.
-                extra = self._score.coef[1] * o.drafted + self._call_cost(o.proposer)
-                if o.accepted >= extra * batch_rate:
-                    self._explore_scale = min(1.0, self._explore_scale * 2.0)
-                else:
-                    self._explore_scale = max(_MIN_EXPLORE_SCALE, self._explore_scale * 0.8)
-                paid = o.drafted > 0 and o.accepted * 2 >= o.drafted
-                state.retry_gap = self.retry_after if paid else min(max(state.retry_gap, self.retry_after) * 2, 1024)
+                self._explored(state, o.proposer, o.drafted, o.accepted, batch_rate)
             if decision is not None and decision[0] is None and not state.retry_at:
                 # not speculating: try again later, later still after each retry that did not pay
                 state.retry_gap = state.retry_gap or self.retry_after
                 state.retry_at = self._step + state.retry_gap
 
-    def _hindsight(self, state: _RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> None:
-        """Score a shadow draft against the emitted tokens: positions past them are unknown."""
+    def _explored(self, state: _RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
+        """An exploration's outcome. Worth it, had it been chosen? Its accepted tokens against what
+        its draft tokens and call cost, at the batch's rate. Explorations that keep finding
+        nothing worth it (a loaded machine, a workload no proposer helps) slow down to 1/16 of
+        `explore`; one that finds something restores the pace."""
+        assert self._score is not None
+        self._explorations += 1
+        extra = self._score.coef[1] * drafted + self._call_cost(name)
+        if accepted >= extra * batch_rate:
+            self._explore_scale = min(1.0, self._explore_scale * 2.0)
+        else:
+            self._explore_scale = max(_MIN_EXPLORE_SCALE, self._explore_scale * 0.8)
+        paid = drafted > 0 and accepted * 2 >= drafted
+        state.retry_gap = self.retry_after if paid else min(max(state.retry_gap, self.retry_after) * 2, 1024)
+
+    def _hindsight(self, state: _RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> int:
+        """Score a shadow draft against the emitted tokens (positions past them are unknown);
+        returns how many of its first tokens matched."""
         if not draft or not o.tokens:
-            return
+            return 0
         seen = min(len(draft), len(o.tokens))
         matched = 0
         while matched < seen and draft[matched] == o.tokens[matched]:
@@ -440,6 +464,7 @@ class AdaptivePolicy:
         ran_out = asked if len(draft) < len(o.tokens) else 0
         state.acceptance.setdefault(name, Acceptance()).add(seen, matched, ran_out)
         self._global.setdefault((name, o.greedy), Acceptance(decay=0.995)).add(seen, matched, ran_out)
+        return matched
 
     def forget(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

@@ -223,3 +223,8 @@ class LineFit:
     def predict(self, tokens: float) -> float:
         a, c = self.coef
         return a + c * tokens
+
+    @property
+    def token_counts(self) -> int:
+        """How many distinct token counts were measured: below 2, the slope is the prior's."""
+        return len(self._buckets)

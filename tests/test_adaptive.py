@@ -111,7 +111,8 @@ def _view(rid: str, greedy: bool = True) -> RequestView:
 def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, float, float],
               propose: dict[str, float], batch: int = 1, steps: int = 300, seed: int = 0) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens,
-    proposer p costs propose[p] per call, and accepts each position with probability accept[p]."""
+    proposer p costs propose[p] per call, and its draft follows the text each position with
+    probability accept[p] (so verified drafts and shadow drafts scored in hindsight agree)."""
     import random
 
     rng = random.Random(seed)
@@ -121,21 +122,32 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
         policy.begin_step(views, Load(batch), list(accept))
         outcomes, drafted_total, asked, seconds = [], 0, {}, {}
         for v in views:
+            truth = [rng.randrange(100) for _ in range(17)]  # what the target will write
+
+            def draft(name: str, k: int) -> Draft:
+                toks, right = [], True
+                for j in range(k):
+                    right = right and rng.random() < accept[name]
+                    toks.append(truth[j] if right else 100 + j)
+                return Draft(tokens=toks)
+
             # as the engine does: ask what the plan names, then see which draft the policy takes
-            drafts = {n: Draft(tokens=[0] * k) for n, k in policy.plan(v, Load(batch)).items()}
+            plan = policy.plan(v, Load(batch))
+            drafts = {n: draft(n, k) for n, k in plan.items()}
+            for n, k in plan.items():
+                m, kmax = asked.get(n, (0, 0))
+                asked[n] = (m + 1, max(kmax, k))
+                seconds[n] = propose[n]
             picked = policy.choose(v, drafts)
             name = next((n for n, d in drafts.items() if d is picked), None)
             k = len(drafts[name]) if name is not None else 0
             decisions[(name, k)] += 1
             accepted = 0
             if name is not None:
-                while accepted < k and rng.random() < accept[name]:
+                while accepted < k and drafts[name].tokens[accepted] == truth[accepted]:
                     accepted += 1
                 drafted_total += k
-                n, kmax = asked.get(name, (0, 0))
-                asked[name] = (n + 1, max(kmax, k))
-                seconds[name] = propose[name]
-            outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, True))
+            outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, True, tuple(truth[: accepted + 1])))
         a, b, c = score
         policy.feedback(StepFeedback(batch, drafted_total, a + b * batch + c * drafted_total, 1e-4,
                                      seconds, asked, outcomes))
