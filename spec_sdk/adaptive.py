@@ -56,6 +56,7 @@ from typing import Any, Literal
 import attrs
 
 from spec_sdk.errors import ConfigError
+from spec_sdk.adaptive_plan import BatchPlan
 from spec_sdk.estimators import Acceptance, CostModel, LineFit, expected_tokens
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
@@ -294,7 +295,7 @@ class AdaptivePolicy:
         """Two rounds of coordinate ascent: each request in turn takes its best option given
         the others'. The batch's totals are kept incrementally, so trying an option costs
         O(proposers), not O(batch)."""
-        batch = _Totals(self, len(choice))
+        batch = self._plan(len(choice))
         for i, (name, k) in enumerate(choice):
             batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
         for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
@@ -327,7 +328,7 @@ class AdaptivePolicy:
                 batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
         # Coordinate ascent can stall where everyone speculates and the forward is so slow that
         # one more draft still looks worth it; compare with nobody speculating (explorers aside).
-        quiet = _Totals(self, len(choice))
+        quiet = self._plan(len(choice))
         for i, (name, k) in enumerate(choice):
             if i in forced:
                 quiet.add(name, k, gains[name][i][k] if name is not None else 1.0)
@@ -337,6 +338,10 @@ class AdaptivePolicy:
             for i in range(len(choice)):
                 if i not in forced:
                     choice[i] = (None, 0)
+
+    def _plan(self, size: int) -> BatchPlan:
+        assert self._score is not None
+        return BatchPlan(self._score.coef, self._other or 0.0, {n: m.coef for n, m in self._propose.items()}, size)
 
     def _decide(self, rid: str, state: _RequestState, name: str | None, k: int, estimate: float | None) -> None:
         if name is None or k == 0:
@@ -492,62 +497,3 @@ class AdaptivePolicy:
             "cold_call_cost": dict(self._cold),
             "other_seconds": self._other,
         }
-
-
-class _Totals:
-    """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs.
-    Costs are the fitted coefficients as plain floats: no tensor work in the inner loop."""
-
-    __slots__ = ("base", "per_token", "propose", "tokens", "drafted", "ks")
-
-    def __init__(self, policy: AdaptivePolicy, size: int) -> None:
-        assert policy._score is not None
-        a, c = policy._score.coef
-        self.base = a + c * size + (policy._other or 0.0)
-        self.per_token = c
-        self.propose = {n: m.coef for n, m in policy._propose.items()}
-        self.tokens = 0.0
-        self.drafted = 0
-        self.ks: dict[str, Counter[int]] = {}
-
-    def add(self, name: str | None, k: int, gain: float, remove: bool = False) -> None:
-        self.tokens += gain
-        if name is None or k == 0:
-            return
-        sign = -1 if remove else 1
-        self.drafted += sign * k
-        counts = self.ks.setdefault(name, Counter())
-        counts[k] += sign
-        if counts[k] == 0:
-            del counts[k]
-
-    def _propose_time(self, name: str, requests: int, k: int) -> float:
-        coef = self.propose.get(name)
-        if coef is None or requests == 0:
-            return 0.0
-        return coef[0] + coef[1] * requests + coef[2] * k
-
-    def proposer_seconds(self) -> dict[str, tuple[float, int, int]]:
-        """Per proposer in use: (seconds, requests, largest budget) as the batch stands."""
-        out = {}
-        for n, counts in self.ks.items():
-            requests = sum(counts.values())
-            kmax = max(counts, default=0)
-            out[n] = (self._propose_time(n, requests, kmax), requests, kmax)
-        return out
-
-    def rate(self) -> float:
-        """Tokens per second of the batch as it stands."""
-        others = self.proposer_seconds()
-        return self.rate_with(None, 0, 0.0, others, sum(t for t, _, _ in others.values()))
-
-    def rate_with(self, name: str | None, k: int, gain: float, others: dict[str, tuple[float, int, int]],
-                  others_total: float, cold: float = 0.0) -> float:
-        """Tokens per second of the batch if the request being decided took (name, k); `cold`:
-        the one-time seconds of that proposer's first call for this request."""
-        seconds = self.base + self.per_token * (self.drafted + (k if name is not None else 0)) + others_total + cold
-        if name is not None and k > 0:
-            t, requests, kmax = others.get(name, (0.0, 0, 0))
-            seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t
-        total = self.tokens + gain
-        return total / seconds if seconds > 0 else 0.0
