@@ -92,6 +92,7 @@ class _RequestState:
     shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
     asked: tuple[str, ...] = ()  # the proposers asked for it this step
     probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
+    room: int = 0  # tokens it may still produce
     warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before
 
 
@@ -192,8 +193,9 @@ class AdaptivePolicy:
         if not names or not reqs:
             return
         states = [self._requests.setdefault(r.id, _RequestState(r.params.greedy)) for r in reqs]
-        for s in states:
+        for s, r in zip(states, reqs):
             s.shadows, s.shadow_drafts, s.asked, s.probe = (), {}, (), None
+            s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
         if self._score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
@@ -219,7 +221,7 @@ class AdaptivePolicy:
             # ...unless the cost of a draft token was never measured: only a verified draft can.
             shadow = states[i].greedy and self._score.token_counts >= 2
             cost = (0.0 if shadow else per_token * k) + (0.0 if name in used else self._call_cost(name))
-            cost += self._cold_cost(states[i], name)
+            cost += 0.0 if name in states[i].warm else self._cold.get(name, 0.0)  # paid now, in full
             if cost > self._credit:
                 states[i].exploring = None
                 continue  # not affordable now; a due retry stays due
@@ -278,7 +280,11 @@ class AdaptivePolicy:
         return None
 
     def _cold_cost(self, state: _RequestState, name: str) -> float:
-        return 0.0 if name in state.warm else self._cold.get(name, 0.0)
+        """The first call's extra cost, spread over the steps the request may still take (two
+        tokens a step, at most 16 steps: past that the proposer may well be dropped again)."""
+        if name in state.warm:
+            return 0.0
+        return self._cold.get(name, 0.0) / min(16.0, max(1.0, state.room / 2))
 
     def _call_cost(self, name: str) -> float:
         """Estimated seconds of one call of `name` for one request; an untimed proposer is
