@@ -23,7 +23,7 @@ class TrainConfig:
     tie_weights: bool = True  # one embedding and one LM head for all heads: a quarter of the size
     scale_input: bool = True
     # the distillation data: the target continues prompt chunks of the zoo's training text
-    prompts: int = 2400
+    prompts: int = 6000
     heldout_prompts: int = 200
     prompt_len: int = 64
     gen_len: int = 64
@@ -36,7 +36,7 @@ class TrainConfig:
     labels: Labels = "argmax"
     use_prompt: bool = False  # also train on the prompt's positions (the corpus's own tokens)
     # optimisation
-    steps: int = 600
+    steps: int = 1500
     batch_size: int = 32  # sequences per step; every position of each is used
     lr: float = 3e-3
     warmup: int = 40
