@@ -88,6 +88,8 @@ class _RequestState:
     retries: int = 0  # round-robin over proposers
     exploring: str | None = None
     expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
+    calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
+    calibrated_with: float = -1.0
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
     shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
     asked: tuple[str, ...] = ()  # the proposers asked for it this step
@@ -170,14 +172,18 @@ class AdaptivePolicy:
                 k = self._kmax(n)
                 priors[(n, greedy)] = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
         every = max(1, -(-len(states) // _REFRESH))
+        cal = self.calibration
         for i, s in enumerate(states):
             if len(s.expected) < len(names) or (self._step + i) % every == 0:
                 for n in names:
                     prior = priors[(n, s.greedy)]
                     own = s.acceptance.get(n)
                     s.expected[n] = expected_tokens(own.rates(len(prior), prior) if own is not None else prior)
-        cal = self.calibration
-        return {n: [[1.0 + cal * (e - 1.0) for e in s.expected[n]] for s in states] for n in names}
+                s.calibrated_with = -1.0
+            if abs(s.calibrated_with - cal) > 0.005:  # the calibration drifts slowly
+                s.calibrated = {n: [1.0 + cal * (e - 1.0) for e in s.expected[n]] for n in names}
+                s.calibrated_with = cal
+        return {n: [s.calibrated[n] for s in states] for n in names}
 
     @property
     def calibration(self) -> float:
