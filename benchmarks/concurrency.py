@@ -6,7 +6,8 @@
 At each level `c`, `max(--waves * c, --requests)` prompts of a workload run through one engine
 that admits `c` at a time (max_batch = c) -- several waves, so that a policy that learns is
 measured mostly learned, as an engine that serves for hours is -- three ways, side by side in
-one process and interleaved per level:
+one process and interleaved per level, `--repeats` times (the median run counts: on a shared
+machine one run's throughput moves by several percent):
 - no speculation (the baseline every ratio is against);
 - the adaptive policy over every proposer the bench can build (it is not told the workload);
 - one fixed proposer at k=4 (default suffix), to show what a fixed choice does under load.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -66,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", choices=("native", "hf"), default="native")
     ap.add_argument("--levels", default="1,4,16,64")
     ap.add_argument("--requests", type=int, default=16, help="prompts per level, at least")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per method and level, interleaved; the median counts")
     ap.add_argument("--waves", type=int, default=2, help="prompts per level: at least this many times the level")
     ap.add_argument("--workload", default="chat")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -100,20 +103,27 @@ def main(argv: list[str] | None = None) -> int:
         count = max(args.waves * c, args.requests)
         prompts = (prompts_all * -(-count // len(prompts_all)))[:count]
         runs = {
-            "none": ({}, None, 0),
-            "adaptive": (singles, AdaptivePolicy(proposers=list(singles)), 8),
-            f"{args.fixed} k=4": ({args.fixed: singles.get(args.fixed, {})}, None, 4),
+            "none": ({}, lambda: None, 0),
+            "adaptive": (singles, lambda: AdaptivePolicy(proposers=list(singles)), 8),  # fresh each run
+            f"{args.fixed} k=4": ({args.fixed: singles.get(args.fixed, {})}, lambda: None, 4),
         }
         row: dict[str, Any] = {"concurrency": c, "requests": len(prompts)}
-        for name, (proposers, policy, k) in runs.items():
-            seconds, tokens, extra = anyio.run(_run, backend, tokenizer, proposers, policy, k, prompts, params, c)
-            row[name] = {"tokens_per_second": tokens / seconds, "tokens": tokens, "seconds": seconds, **extra}
-            chosen = ""
-            if extra.get("policy"):
-                shares = ", ".join(f"{n} {v:.0%}" for n, v in sorted(extra["policy"]["chosen"].items()))
-                spec = extra["policy"]["speculating_request_steps"]
-                chosen = f"  speculating request-steps {spec}, mean k {extra['policy']['mean_k']:.1f} ({shares})"
-            print(f"  c={c:3d} {name:12s} {tokens / seconds:8.1f} tok/s  MAL {extra['mal']:.2f}{chosen}", file=sys.stderr)
+        rates: dict[str, list[float]] = {name: [] for name in runs}
+        for rep in range(args.repeats):  # interleaved, so a slow spell of the machine hits every method
+            for name, (proposers, policy, k) in runs.items():
+                seconds, tokens, extra = anyio.run(_run, backend, tokenizer, proposers, policy(), k, prompts, params, c)
+                rates[name].append(tokens / seconds)
+                chosen = ""
+                if extra.get("policy"):
+                    shares = ", ".join(f"{n} {v:.0%}" for n, v in sorted(extra["policy"]["chosen"].items()))
+                    spec = extra["policy"]["speculating_request_steps"]
+                    chosen = f"  speculating request-steps {spec}, mean k {extra['policy']['mean_k']:.1f} ({shares})"
+                print(f"  c={c:3d} {name:12s} {tokens / seconds:8.1f} tok/s  MAL {extra['mal']:.2f}{chosen}", file=sys.stderr)
+                if rep == args.repeats - 1:
+                    row[name] = {"tokens": tokens, "seconds": seconds, **extra}
+        for name in runs:
+            row[name]["runs_tokens_per_second"] = rates[name]
+            row[name]["tokens_per_second"] = statistics.median(rates[name])
         base = row["none"]["tokens_per_second"]
         for name in runs:
             row[name]["vs_none"] = row[name]["tokens_per_second"] / base
