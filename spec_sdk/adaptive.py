@@ -215,7 +215,8 @@ class AdaptivePolicy:
         used: set[str] = set()  # proposers some explorer already pays the call of
         # A proposer's first call for a request is cold (fills its cache) and times nothing
         # typical: an untimed proposer is asked again for a request it is warm for, first.
-        for i in sorted(order, key=lambda i: not (set(names) - set(self._propose)) & states[i].warm):
+        untimed = set(names) - set(self._propose)
+        for i in sorted(order, key=lambda i: not untimed & states[i].warm):
             states[i].exploring = None
             pick = self._exploration(states[i], names, used)
             if pick is None:
