@@ -6,8 +6,7 @@ concurrent requests and successive engine runs."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import anyio
 import attrs
@@ -17,7 +16,6 @@ from hypothesis import strategies as st
 
 from spec_sdk import HFBackend, SamplingParams
 from spec_sdk.errors import ConfigError
-from spec_sdk.proposers import suffix_tree
 from spec_sdk.proposers.base import Proposer, RequestView
 from spec_sdk.proposers.registry import create
 from spec_sdk.proposers.suffix import SuffixProposer
@@ -32,10 +30,10 @@ from spec_sdk.testing import (
     tie_aware_equal,
 )
 from spec_sdk.testing.strategies import prompts
+from spec_sdk.testing.suffix import check_trie as check
+from spec_sdk.testing.suffix import wide_nodes_from
 from spec_sdk.types import SpecStats
 
-if CSuffixTree is not None:
-    from spec_sdk.proposers import _suffix_core
 
 # The proposer's default ("auto") is the compiled trie where it is built; the property tests
 # below run both.
@@ -84,33 +82,6 @@ def continuations(trie: SuffixTree, context: Sequence[int]) -> dict[int, int]:
     v = ~code
     seq, pos = trie._seqs[v >> SHIFT], (v & MASK) + offset
     return {seq[pos + 1]: 1} if pos + 1 < len(seq) else {}
-
-
-def check(trie: SuffixTree) -> None:
-    """The trie's internal invariants: counts, `out`, best children, sizes. (The compiled
-    trie checks the same ones itself; test_suffix_core.py compares it with this one.)"""
-    if CSuffixTree is not None and isinstance(trie, CSuffixTree):
-        trie._check()
-        return
-    for n in list(trie._stale):
-        trie._rescan(n)
-    nodes, leaves = 0, 0
-    for n, d in enumerate(trie._depth):
-        if d < 0:
-            continue
-        nodes += 1
-        edges = trie._edges(n)
-        counts = {t: (trie._count[c] if c >= 0 else 1) for t, c in edges.items()}
-        leaves += sum(c < 0 for c in edges.values())
-        assert trie._out[n] == sum(counts.values()), (n, trie._out[n], counts)
-        assert trie._bestc[n] == max(counts.values(), default=0), (n, trie._bestc[n], counts)
-        if counts:
-            assert counts[trie._best[n]] == trie._bestc[n] and edges[trie._best[n]] == trie._bestk[n]
-        for c in edges.values():
-            if c >= 0:
-                assert trie._depth[c] == d + 1 and trie._count[c] > 0, (n, c)
-    assert (nodes, leaves) == (trie.nodes, trie.leaves), ((nodes, leaves), (trie.nodes, trie.leaves))
-    assert trie.tokens == sum(len(s) for s in trie._seqs.values())
 
 
 # -- the brute-force specification -----------------------------------------------------------
@@ -165,21 +136,6 @@ def trie_ops(draw: st.DrawFn) -> tuple[int, list[tuple[str, int, int]]]:
         min_size=1, max_size=60,
     ))
     return depth, ops
-
-
-@contextmanager
-def wide_nodes_from(width: int) -> Iterator[None]:
-    """Treat nodes with more than `width` children as wide (lazily rescanned hubs), so small
-    vocabularies exercise that path too."""
-    saved = suffix_tree.WIDE
-    suffix_tree.WIDE = width
-    old = None if CSuffixTree is None else _suffix_core.set_wide(width)
-    try:
-        yield
-    finally:
-        suffix_tree.WIDE = saved
-        if old is not None:
-            _suffix_core.set_wide(old)
 
 
 @settings(max_examples=max(150, settings.default.max_examples))

@@ -5,8 +5,6 @@ against brute-force counts in test_suffix.py.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -14,43 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spec_sdk.errors import ConfigError
-from spec_sdk.proposers import suffix_tree
 from spec_sdk.proposers.suffix import SuffixProposer
 from spec_sdk.proposers.suffix_tree import SuffixTree, make_tree, resolve_core
+from spec_sdk.testing.suffix import check_trie, wide_nodes_from
 
 core = pytest.importorskip("spec_sdk.proposers._suffix_core", reason="the compiled suffix core is not built")
 CTree = core.SuffixTree
-
-
-@contextmanager
-def wide_nodes_from(width: int) -> Iterator[None]:
-    """Both cores treat nodes with more than `width` children as wide (lazily rescanned)."""
-    saved = suffix_tree.WIDE
-    suffix_tree.WIDE = width
-    old = core.set_wide(width)
-    try:
-        yield
-    finally:
-        suffix_tree.WIDE = saved
-        core.set_wide(old)
-
-
-def py_check(trie: SuffixTree) -> None:
-    """test_suffix.check's invariants; like CTree._check it first rescans every stale node
-    (a state change, so the two are only compared after both ran it)."""
-    for n in list(trie._stale):
-        trie._rescan(n)
-    nodes = leaves = 0
-    for n, d in enumerate(trie._depth):
-        if d < 0:
-            continue
-        nodes += 1
-        edges = trie._edges(n)
-        counts = {t: (trie._count[c] if c >= 0 else 1) for t, c in edges.items()}
-        leaves += sum(c < 0 for c in edges.values())
-        assert trie._out[n] == sum(counts.values())
-        assert trie._bestc[n] == max(counts.values(), default=0)
-    assert (nodes, leaves) == (trie.nodes, trie.leaves)
 
 
 def same_state(py: SuffixTree, c: Any, open_sids: set[int]) -> None:
@@ -123,7 +90,7 @@ def test_c_core_equals_python_core(case: tuple[int, int, list[tuple[Any, ...]]],
                 c.remove(sid)
                 open_sids.discard(sid)
             elif kind == "check":
-                py_check(py)
+                check_trie(py)
                 c._check()
             elif kind == "draft" and live:
                 sid = live[pick % len(live)]
@@ -141,7 +108,7 @@ def test_c_core_equals_python_core(case: tuple[int, int, list[tuple[Any, ...]]],
                     got = c.tree(ends_c[m], limit, min_prob, branching)
                     assert got == py.tree(ends_py[m], limit, min_prob, branching)
             same_state(py, c, open_sids)
-        py_check(py)
+        check_trie(py)
         c._check()
         for sid in sorted(py.sequences()):
             py.remove(sid)
@@ -188,7 +155,7 @@ def _random_stream(seed: int, wide: int) -> None:
                 assert c.best_draft(sid, *args) == py.best_draft(sid, *args), (seed, args)
             assert (c.nodes, c.leaves, c.tokens) == (py.nodes, py.leaves, py.tokens)
         assert c.sequences() == py.sequences()
-        py_check(py)
+        check_trie(py)
         c._check()
 
 
