@@ -226,6 +226,17 @@ def test_exploring_costs_about_its_share_of_time_when_nothing_pays() -> None:
     assert policy.report()["exploration_pace"] < 0.5  # explorations that find nothing slow down
 
 
+def _oracle_against_wrong(target: TableTarget, explore: float):  # type: ignore[no-untyped-def]
+    """Four greedy requests of 40 tokens, the policy choosing between a proposer that is always
+    right and one that is always wrong; returns the engine's metrics."""
+    proposers = [_named(OracleProposer(greedy_next_fn(target)), "oracle"),
+                 _named(WrongProposer(greedy_next_fn(target), 6, seed=1), "wrong")]
+    policy = AdaptivePolicy(max_k=4, explore=explore, seed=3)
+    params = [SamplingParams(max_new_tokens=40)] * 4
+    _, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * 4, params, 4, policy=policy))
+    return metrics
+
+
 class _SlowTarget(TableTarget):
     """A forward that takes as long as a small real model's, so that a lookup proposer is
     cheap next to it (the table target alone costs about what a proposer call does)."""
@@ -238,13 +249,7 @@ class _SlowTarget(TableTarget):
 
 
 def test_cheap_proposers_are_learned_in_the_shadow_without_being_chosen() -> None:
-    target = _SlowTarget(vocab_size=6, order=2, seed=7)
-    proposers = [_named(OracleProposer(greedy_next_fn(target)), "oracle"),
-                 _named(WrongProposer(greedy_next_fn(target), 6, seed=1), "wrong")]
-    policy = AdaptivePolicy(max_k=4, explore=0.0, seed=3)
-    params = [SamplingParams(max_new_tokens=40)] * 4
-    _, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * 4, params, 4, policy=policy))
-    report = metrics.policy
+    report = _oracle_against_wrong(_SlowTarget(vocab_size=6, order=2, seed=7), explore=0.0).policy
     # the wrong proposer is (almost) never chosen, yet its acceptance is known: from shadows
     assert report["chosen"].get("wrong", 0.0) < 0.1
     assert report["acceptance"]["wrong"][0] < 0.2
@@ -321,12 +326,7 @@ def test_switching_proposers_mid_request_is_lossless_greedy(batch, n_new, seed) 
 
 
 def test_switching_really_happens_within_requests() -> None:
-    target = TableTarget(vocab_size=6, order=2, seed=7)
-    proposers = [_named(OracleProposer(greedy_next_fn(target)), "oracle"),
-                 _named(WrongProposer(greedy_next_fn(target), 6, seed=1), "wrong")]
-    policy = AdaptivePolicy(max_k=4, explore=0.3, seed=3)
-    params = [SamplingParams(max_new_tokens=40)] * 4
-    _, metrics = anyio.run(lambda: run_concurrently(target, proposers, [[1, 2, 3]] * 4, params, 4, policy=policy))
+    metrics = _oracle_against_wrong(TableTarget(vocab_size=6, order=2, seed=7), explore=0.3)
     assert set(metrics.proposers) == {"oracle", "wrong"}
     assert metrics.policy["chosen"]["oracle"] > metrics.policy["chosen"].get("wrong", 0)
 
