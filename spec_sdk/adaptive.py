@@ -506,7 +506,7 @@ class AdaptivePolicy:
                            for (n, greedy), a in self._global.items()},
             "calibration": self.calibration,
             "score_cost": list(self._score.coef) if self._score is not None else None,
-            "propose_cost": {n: [float(x) for x in m.theta] for n, m in self._propose.items()},
+            "propose_cost": {n: list(m.coef) for n, m in self._propose.items()},
             "cold_call_cost": dict(self._cold),
             "other_seconds": self._other,
         }

@@ -115,10 +115,6 @@ class CostModel:
         self.samples += 1
 
     @property
-    def theta(self) -> tuple[float, ...]:
-        return self.coef
-
-    @property
     def coef(self) -> tuple[float, ...]:
         """θ, each >= 0 (no cost is negative; a fit that says so is noise)."""
         if self._coef is None:

@@ -76,7 +76,7 @@ def test_cost_model_keeps_its_prior_for_what_was_never_varied() -> None:
         model.add([1.0, 5.0], 0.014)  # the tokens in the forward never change
     # the total is fitted; the per-token slope stays near its prior instead of going wild
     assert model.predict([1.0, 5.0]) == pytest.approx(0.014, rel=0.02)
-    assert 0.0 <= float(model.theta[1]) < 0.002
+    assert 0.0 <= model.coef[1] < 0.002
     # once the tokens vary, the data wins: 4 ms fixed, 2 ms per token
     for i in range(200):
         model.add([1.0, float(i % 9)], 0.004 + 0.002 * (i % 9))
