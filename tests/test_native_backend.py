@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from spec_sdk import Draft, EngineFullError, InvalidRequestError, SamplingParams, SpecEngine
 from spec_sdk.backends.base import ScoreItem
 from spec_sdk.backends.native import NativeBackend
-from spec_sdk.backends.native.batch import attention_mask
+from spec_sdk.backends.native.batch import Row, attention_mask, make_batch
 from spec_sdk.verify import verify_batch
 
 
@@ -38,8 +38,8 @@ def _path_to(parents, node):
     return path[::-1]
 
 
-def _random_draft(rng: random.Random, vocab: int) -> Draft | None:
-    kind = rng.choice(["none", "chain", "tree", "tree"])
+def _random_draft(rng: random.Random, vocab: int, none_share: float = 0.25) -> Draft | None:
+    kind = "none" if rng.random() < none_share else rng.choice(["chain", "tree"])
     n = rng.randint(1, 7)
     tokens = [rng.randrange(vocab) for _ in range(n)]
     if kind == "none":
@@ -93,8 +93,9 @@ def test_tree_logits_and_compacted_cache_match_full_forward(backend, tiny_model,
     assert len(backend) == 0
 
 
+@pytest.mark.parametrize("none_share", [0.25, 0.8])  # most rows drafting (one padded pass) or few (two passes)
 @pytest.mark.parametrize("seed", range(4))
-def test_batched_verification_equals_verifying_alone(tiny_model, seed):
+def test_batched_verification_equals_verifying_alone(tiny_model, seed, none_share):
     """>= 8 requests of different lengths with mixed chains, trees and no drafts, over several
     steps with random commits: each request's logits, hidden states and verdict are those it gets
     scored alone, and those of a full forward of its own context."""
@@ -111,7 +112,8 @@ def test_batched_verification_equals_verifying_alone(tiny_model, seed):
         together.remove(f"hole{i}")
     params = SamplingParams()
     for _ in range(3):
-        items = [ScoreItem(rid, seq[-1], _random_draft(rng, 64), want_hidden=True) for rid, seq in seqs.items()]
+        items = [ScoreItem(rid, seq[-1], _random_draft(rng, 64, none_share), want_hidden=True)
+                 for rid, seq in seqs.items()]
         rng.shuffle(items)
         batched = together.score(items)
         verdicts = verify_batch([r.logits for r in batched], [i.draft for i in items], [params] * len(items),
@@ -134,6 +136,23 @@ def test_batched_verification_equals_verifying_alone(tiny_model, seed):
             together.commit(item.request_id, path)
             seq += [draft.tokens[i] for i in path] + [rng.randrange(64)]
             assert together.cached_length(item.request_id) == len(seq) - 1
+
+
+def test_packing_and_two_pass_attention_follow_the_rows_sizes():
+    """Equal rows: one dense pass. Rows of different sizes: matmuls over the real nodes only;
+    attention in two passes (roots, then drafts) while at most half the rows have drafts."""
+    def plan(sizes):
+        rows = [Row(i, 3, 1, Draft(tokens=[2] * (n - 1)) if n > 1 else None) for i, n in enumerate(sizes)]
+        return make_batch(rows, scratch=99, device=torch.device("cpu"))
+
+    dense = plan([2, 2, 2])
+    assert dense.real is None and dense.split is None
+    padded = plan([5, 5, 1])
+    assert padded.real.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10] and padded.split is None
+    two = plan([1, 4, 1, 1])
+    assert two.real.tolist() == [0, 4, 5, 6, 7, 8, 12]
+    assert two.split.roots.tolist() == [0, 1, 5, 6] and two.split.rows.tolist() == [1]
+    assert two.split.dest.tolist() == [2, 3, 4]
 
 
 def test_attention_mask_layout():

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from spec_sdk.backends.base import ScoreItem, ScoreResult, is_root_path
-from spec_sdk.backends.native.batch import Row, host_tensor, make_batch
+from spec_sdk.backends.native.batch import Row, make_batch
 from spec_sdk.backends.native.cpu import can_pack, cpu_linear, pack_weights
 from spec_sdk.backends.native.fp8 import fp8_linear, quantize_weights
 from spec_sdk.backends.native.kv import KVSlots
@@ -141,11 +141,8 @@ class NativeBackend:
                     return out
             batch = make_batch(rows, self.kv.scratch, self.device)
             hidden = forward(self.spec, self.weights, self.rope, self.kv, batch, self.linear)
-            t = hidden.shape[1]
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            if any(size != t for size in batch.sizes):
-                index = [i * t + j for i, size in enumerate(batch.sizes) for j in range(size)]
-                flat = flat.index_select(0, host_tensor(index, self.device))
+            # rows of different sizes come back packed (the real nodes only); equal rows are all real
+            flat = hidden if batch.real is not None else hidden.reshape(-1, hidden.shape[-1])
             logits = lm_head(self.weights, flat, self.linear) if want_logits else None
         return flat, logits
 

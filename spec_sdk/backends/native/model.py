@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from spec_sdk.backends.native.batch import Batch, attention_mask
+from spec_sdk.backends.native.batch import Batch, Split, attention_mask
 from spec_sdk.backends.native.kv import KVSlots
 from spec_sdk.backends.native.rope import RopeTables, apply_rope
 from spec_sdk.backends.native.spec import LlamaSpec
@@ -51,45 +51,89 @@ def forward(
     linear: Linear = dense_linear,
     gather: bool = False,
 ) -> torch.Tensor:
-    """Final-norm hidden states `[B, T, hidden]` (what the LM head reads); the step's keys and
-    values are left in the cache at `batch.write`."""
+    """Final-norm hidden states (what the LM head reads): `[B, T, hidden]`, or `[N, hidden]` for
+    the N real nodes row after row when the batch is packed (`batch.real`: rows of different
+    sizes; the matmuls then skip the padding, only attention sees the padded `[B, T]` layout).
+    The step's keys and values are left in the cache at `batch.write`."""
     b, t = batch.ids.shape
     nh, nkv, d = spec.num_heads, spec.num_kv_heads, spec.head_dim
     eps = spec.rms_norm_eps
     kv_len = batch.kv_len
-    cos = rope.cos[batch.pos].unsqueeze(2)  # [B, T, 1, D]: broadcast over heads
-    sin = rope.sin[batch.pos].unsqueeze(2)
+    real = batch.real
+    ids, pos, write = batch.ids, batch.pos, batch.write
+    slot_rows = batch.slots[:, None].expand(b, t)
+    if real is not None:
+        ids, pos, write, slot_rows = (x.reshape(-1)[real] for x in (ids, pos, write, slot_rows))
+    lead = ids.shape  # (B, T), or (N,) packed
+    cos = rope.cos[pos].unsqueeze(-2)  # [..., 1, D]: broadcast over heads
+    sin = rope.sin[pos].unsqueeze(-2)
     if batch.plain and not gather:
         mask = None  # one chain: causal with the queries at the end; T == 1 needs no mask at all
         causal = t > 1
         if causal and kv_len != t:
             mask, causal = attention_mask(batch.lengths, batch.ancestry, kv_len), False
-    else:
+    elif batch.split is None:
         mask, causal = attention_mask(batch.lengths, batch.ancestry, kv_len), False
-    slot_rows = batch.slots[:, None].expand(b, t)
+    else:
+        mask, causal = None, False
+        split = batch.split
+        root_mask = attention_mask(batch.lengths, batch.ancestry[:, :1], kv_len)
+        draft_mask = attention_mask(batch.lengths[split.rows], batch.ancestry[split.rows, 1:], kv_len)
+        draft_slots = batch.slots[split.rows]
     view = None if gather else batch.slot_range
 
-    x = w.embed[batch.ids]
+    x = w.embed[ids]
     for layer_index, layer in enumerate(w.layers):
         y = rms_norm(x, layer.attn_norm, eps)
-        qkv = linear(y, layer.qkv, layer.qkv_bias).view(b, t, nh + 2 * nkv, d)
-        qk = apply_rope(qkv[:, :, : nh + nkv], cos, sin)
-        q = qk[:, :, :nh].transpose(1, 2)
+        qkv = linear(y, layer.qkv, layer.qkv_bias).view(*lead, nh + 2 * nkv, d)
+        qk = apply_rope(qkv[..., : nh + nkv, :], cos, sin)
         k_all, v_all = kv.k[layer_index], kv.v[layer_index]
-        k_all[slot_rows, :, batch.write] = qk[:, :, nh:]
-        v_all[slot_rows, :, batch.write] = qkv[:, :, nh + nkv :]
+        k_all[slot_rows, :, write] = qk[..., nh:, :]
+        v_all[slot_rows, :, write] = qkv[..., nh + nkv :, :]
+        q = qk[..., :nh, :]
         if view is not None:
             keys = k_all[view[0] : view[1], :, :kv_len]
             values = v_all[view[0] : view[1], :, :kv_len]
         else:
             keys = k_all[:, :, :kv_len].index_select(0, batch.slots)
             values = v_all[:, :, :kv_len].index_select(0, batch.slots)
-        att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal, enable_gqa=nh != nkv)
-        x = x + linear(att.transpose(1, 2).reshape(b, t, nh * d), layer.o, layer.o_bias)
+        if batch.split is not None:
+            att = _split_attention(q, keys, values, k_all[:, :, :kv_len], v_all[:, :, :kv_len], batch.split,
+                                   root_mask, draft_mask, draft_slots)
+        else:
+            if real is not None:  # attention needs the rows padded back to [B, T]
+                q = q.new_zeros(b * t, nh, d).index_copy_(0, real, q).view(b, t, nh, d)
+            att = _sdpa(q.transpose(1, 2), keys, values, mask, causal).transpose(1, 2).reshape(b, t, nh * d)
+            if real is not None:
+                att = att.reshape(b * t, nh * d).index_select(0, real)
+        x = x + linear(att, layer.o, layer.o_bias)
         y = rms_norm(x, layer.mlp_norm, eps)
         gate, up = linear(y, layer.gate_up, layer.gate_up_bias).chunk(2, dim=-1)
         x = x + linear(F.silu(gate) * up, layer.down, layer.down_bias)
     return rms_norm(x, w.norm, eps)
+
+
+def _sdpa(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None,
+          causal: bool) -> torch.Tensor:
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal,
+                                          enable_gqa=q.shape[1] != keys.shape[1])
+
+
+def _split_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, k_cache: torch.Tensor,
+                     v_cache: torch.Tensor, split: Split, root_mask: torch.Tensor, draft_mask: torch.Tensor,
+                     draft_slots: torch.Tensor) -> torch.Tensor:
+    """`[N, heads * head_dim]` attention output of the packed queries `q` `[N, heads, head_dim]`:
+    the roots of all rows in one pass over `keys`/`values`, the drafts of the rows that have them
+    in a second over just those rows' cache."""
+    n, nh, d = q.shape
+    s = split.rows.shape[0]
+    out = q.new_empty(n, nh, d)
+    roots = _sdpa(q.index_select(0, split.roots).unsqueeze(2), keys, values, root_mask, False)
+    out.index_copy_(0, split.roots, roots.squeeze(2))
+    dq = q.index_select(0, split.gather).view(s, -1, nh, d).transpose(1, 2)
+    drafts = _sdpa(dq, k_cache.index_select(0, draft_slots), v_cache.index_select(0, draft_slots), draft_mask, False)
+    out.index_copy_(0, split.dest, drafts.transpose(1, 2).reshape(-1, nh, d).index_select(0, split.valid))
+    return out.view(n, nh * d)
 
 
 def lm_head(w: LlamaWeights, hidden: torch.Tensor, linear: Linear = dense_linear) -> torch.Tensor:
