@@ -4,7 +4,8 @@ maximise the whole batch's expected tokens per second, from estimates measured o
 What it estimates (spec_sdk.estimators), all exponentially decayed so they follow changes:
 - per request and proposer, the acceptance of each draft position, shrunk towards the
   proposer's acceptance over all requests (kept apart for greedy and sampled requests);
-- the target's score time as a function of the tokens in the forward (roots and drafts);
+- the target's score time: fixed + per request + per draft token (a request reads its own KV
+  cache, a draft token only adds a query to a cache that is read anyway, so they are priced apart);
 - each proposer's time per call as a function of requests asked and the largest budget;
 - everything else a step costs (verification, bookkeeping), as a constant.
 
@@ -22,8 +23,8 @@ emitted. So the acceptance of every cheap proposer stays current for every reque
 exploration and without putting its drafts in the forward.
 
 Nothing is assumed to be free. The first step decodes without drafts (it measures the forward);
-until the data say otherwise a draft token is priced as if the forward were compute-bound (the
-pessimistic end: speculation has to prove it pays), and a proposer is a candidate only once one
+until the data say otherwise a draft token is priced like a request, as if the forward were
+compute-bound (the pessimistic end: speculation has to prove it pays), and a proposer is a candidate only once one
 of its calls has been timed.
 
 A greedy request explores in the shadow too: the proposer's draft is asked for and scored in
@@ -57,7 +58,7 @@ import attrs
 
 from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_plan import BatchPlan
-from spec_sdk.estimators import Acceptance, CostModel, LineFit, expected_tokens
+from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.step import first_chain
@@ -75,6 +76,9 @@ _SHADOW_SHARE = 0.01
 _CREDIT_STEPS = 4.0
 # the slowest exploration pace, as a share of `explore`
 _MIN_EXPLORE_SCALE = 1.0 / 16
+# explorations verify (their drafts enter the forward) until this many forwards with drafts
+# were timed: fewer cannot tell what a draft token costs from the noise of one step
+_MEASURE_DRAFTS = 8
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
 
@@ -87,6 +91,7 @@ class _RequestState:
     retry_gap: int = 0
     retries: int = 0  # round-robin over proposers
     exploring: str | None = None
+    timing: bool = False  # the exploration is a proposer's first timed call: not judged on its draft
     expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
     calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
     calibrated_with: float = -1.0
@@ -119,7 +124,7 @@ class AdaptivePolicy:
     _rng: random.Random = attrs.field(init=False)
     _requests: dict[str, _RequestState] = attrs.field(init=False, factory=dict)
     _global: dict[tuple[str, bool], Acceptance] = attrs.field(init=False, factory=dict)
-    _score: LineFit | None = attrs.field(init=False, default=None)
+    _score: ScoreFit | None = attrs.field(init=False, default=None)
     _propose: dict[str, CostModel] = attrs.field(init=False, factory=dict)  # warm calls only
     # seconds a proposer's first call for a request costs beyond a warm one (its cache filling
     # with the prompt): charged once, to the step that first asks it for that request
@@ -211,7 +216,7 @@ class AdaptivePolicy:
         forced: set[int] = set()
         order = list(range(len(reqs)))
         self._rng.shuffle(order)
-        per_token = self._score.coef[1]
+        _, _, per_token, first_draft = self._score.coef
         used: set[str] = set()  # proposers some explorer already pays the call of
         # A proposer's first call for a request is cold (fills its cache) and times nothing
         # typical: an untimed proposer is asked again for a request it is warm for, first.
@@ -226,8 +231,10 @@ class AdaptivePolicy:
             # hindsight, never verified -- for greedy decoding the same knowledge, without the
             # draft tokens in the forward. A sampled one must verify: acceptance there is not a match.
             # ...unless the cost of a draft token was never measured: only a verified draft can.
-            shadow = states[i].greedy and self._score.token_counts >= 2
+            shadow = states[i].greedy and self._score.drafted_steps >= _MEASURE_DRAFTS
             cost = (0.0 if shadow else per_token * k) + (0.0 if name in used else self._call_cost(name))
+            if not shadow and not forced:
+                cost += first_draft  # the first draft in this forward makes it a forward with drafts
             cost += 0.0 if name in states[i].warm else self._cold.get(name, 0.0)  # paid now, in full
             if cost > self._credit:
                 states[i].exploring = None
@@ -272,6 +279,7 @@ class AdaptivePolicy:
     def _exploration(self, state: _RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
         untimed = [n for n in names if n not in self._propose and n not in used]
         untimed.sort(key=lambda n: n not in state.warm)  # a warm call is what times it
+        state.timing = bool(untimed)
         if untimed:  # no warm call timed yet: worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
             return untimed[0], min(4, self._kmax(untimed[0]))
@@ -295,10 +303,11 @@ class AdaptivePolicy:
 
     def _call_cost(self, name: str) -> float:
         """Estimated seconds of one call of `name` for one request; an untimed proposer is
-        guessed at a tenth of a step."""
+        guessed at a tenth of a step, or at what its first (cold) call cost if that was less:
+        a warm call costs no more than a cold one."""
         model = self._propose.get(name)
         if model is None:
-            return 0.1 * self._last_step
+            return min(0.1 * self._last_step, self._cold.get(name, float("inf")))
         a, b, c = model.coef
         return a + b + c * self._kmax(name)
 
@@ -309,6 +318,10 @@ class AdaptivePolicy:
         the others'. The batch's totals are kept incrementally, so trying an option costs
         O(proposers), not O(batch)."""
         batch = self._plan(len(choice))
+        # The once-per-forward cost of drafts is left out of the ascent: no single request's
+        # draft may pay it alone where the batch's drafts together do, and the ascent would
+        # never start. It is weighed below, against nobody speculating.
+        first_draft, batch.first_draft = batch.first_draft, 0.0
         for i, (name, k) in enumerate(choice):
             batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
         for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
@@ -340,7 +353,9 @@ class AdaptivePolicy:
                 choice[i] = best
                 batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
         # Coordinate ascent can stall where everyone speculates and the forward is so slow that
-        # one more draft still looks worth it; compare with nobody speculating (explorers aside).
+        # one more draft still looks worth it, and it did not see the once-per-forward cost;
+        # compare with nobody speculating (explorers aside).
+        batch.first_draft = first_draft
         quiet = self._plan(len(choice))
         for i, (name, k) in enumerate(choice):
             if i in forced:
@@ -385,20 +400,24 @@ class AdaptivePolicy:
         return None
 
     def feedback(self, fb: StepFeedback) -> None:
-        tokens = fb.batch_size + fb.draft_tokens  # every token in the forward, roots included
         step_seconds = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
         if self._score is None:
             base = max(fb.score_seconds, 1e-6)
-            # The prior: this forward was 5% fixed cost and 95% its tokens' (see _PRIOR_FIXED_SHARE).
-            # Root and draft tokens cost the same in one forward, so the batch size changing
-            # (requests come and go) teaches the per-token cost as well as drafts do.
-            self._score = LineFit(prior=((0.0, _PRIOR_FIXED_SHARE * base), (float(tokens), base)))
+            size = float(max(fb.batch_size, 1))
+            # The prior: this forward was 5% fixed cost and 95% its requests' (see
+            # _PRIOR_FIXED_SHARE), a draft token costs what a request does, and drafts cost
+            # nothing once per forward. The draft points sit at this batch with one and two
+            # draft tokens: far out, they would outweigh the few drafts measured.
+            fixed = _PRIOR_FIXED_SHARE * base
+            per = (base - fixed) / size
+            self._score = ScoreFit(prior=((0.0, 0.0, fixed), (size, 0.0, base), (size, 1.0, base + per),
+                                          (size, 2.0, base + 2 * per)))
             self._credit = _CREDIT_STEPS * step_seconds  # enough to try each proposer soon
         self._last_step = step_seconds
         self._credit = min(self._credit + self.explore * self._explore_scale * step_seconds,
                            _CREDIT_STEPS * step_seconds)
         batch_rate = sum(o.emitted for o in fb.outcomes) / max(step_seconds, 1e-9)
-        self._score.add(tokens, fb.score_seconds)
+        self._score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
         for name, seconds in fb.propose_seconds.items():
             n, k = fb.asked.get(name, (1, 1))
@@ -461,8 +480,10 @@ class AdaptivePolicy:
         `explore`; one that finds something restores the pace."""
         assert self._score is not None
         self._explorations += 1
-        extra = self._score.coef[1] * drafted + self._call_cost(name)
-        if accepted >= extra * batch_rate:
+        extra = self._score.coef[2] * drafted + self._call_cost(name)
+        if state.timing:
+            pass  # it was run to time a call, whatever its draft would pay: no lesson for the pace
+        elif accepted >= extra * batch_rate:
             self._explore_scale = min(1.0, self._explore_scale * 2.0)
         else:
             self._explore_scale = max(_MIN_EXPLORE_SCALE, self._explore_scale * 0.8)

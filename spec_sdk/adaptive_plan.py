@@ -11,13 +11,14 @@ class BatchPlan:
     """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs.
     Costs are the fitted coefficients as plain floats: no tensor work in the inner loop."""
 
-    __slots__ = ("base", "per_token", "propose", "tokens", "drafted", "ks")
+    __slots__ = ("base", "per_token", "first_draft", "propose", "tokens", "drafted", "ks")
 
-    def __init__(self, score: tuple[float, float], other: float, propose: Mapping[str, tuple[float, ...]],
-                 size: int) -> None:
-        a, c = score
-        self.base = a + c * size + other
+    def __init__(self, score: tuple[float, float, float, float], other: float,
+                 propose: Mapping[str, tuple[float, ...]], size: int) -> None:
+        a, b, c, e = score  # fixed, per request, per draft token, once if any draft (ScoreFit)
+        self.base = a + b * size + other
         self.per_token = c
+        self.first_draft = e
         self.propose = propose
         self.tokens = 0.0
         self.drafted = 0
@@ -58,7 +59,10 @@ class BatchPlan:
                   others_total: float, cold: float = 0.0) -> float:
         """Tokens per second of the batch if the request being decided took (name, k); `cold`:
         the one-time seconds of that proposer's first call for this request."""
-        seconds = self.base + self.per_token * (self.drafted + (k if name is not None else 0)) + others_total + cold
+        drafted = self.drafted + (k if name is not None else 0)
+        seconds = self.base + self.per_token * drafted + others_total + cold
+        if drafted > 0:
+            seconds += self.first_draft
         if name is not None and k > 0:
             t, requests, kmax = others.get(name, (0.0, 0, 0))
             seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t

@@ -157,35 +157,47 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
 
 
 @attrs.define
-class LineFit:
-    """seconds ≈ a + c * tokens for one forward, from a decayed mean per distinct token count.
+class ScoreFit:
+    """A forward's seconds ≈ a + b * requests + c * draft tokens + e * [any draft tokens], from
+    a decayed mean per distinct (requests, draft tokens) pair.
 
-    Why not one decayed least-squares fit: a batch that stops speculating runs thousands of
-    steps at one token count, and their weight would decay away the few steps with drafts
-    that are all there is to know the slope from; the slope would fall back to its prior for
-    good. Here each token count keeps its own mean (its weight capped at `cap` in the fit, so
-    the common count does not drown the rare ones), which ages `age` a step down to `floor`.
-    `prior`: two (tokens, seconds) points, each weighing `ridge` steps, that never age.
+    Requests and draft tokens are priced apart because they cost differently: each request in
+    the batch reads its own KV cache (on a CPU at batch 64 that reading is most of the forward),
+    a draft token only adds a query to a cache that is read anyway. One slope for both learns
+    the price of a draft token from requests coming and going, and overprices it several times.
+    `e` is what a forward with drafts costs beyond one without, whatever their number (another
+    attention pass, masks): the first draft in a batch pays it, the others share it.
+
+    Why buckets rather than one decayed least-squares fit: a batch that stops speculating runs
+    thousands of steps without drafts, and their weight would decay away the few steps with
+    drafts that are all there is to know `c` and `e` from; they would fall back to their prior
+    for good. Each pair keeps its own mean (its weight capped at `cap` in the fit, so the common
+    pair does not drown the rare ones), which ages `age` a step down to `floor`.
+    `prior`: (requests, draft tokens, seconds) points, each weighing `ridge` steps, that never age
+    (keep them near the data: a point far out has leverage beyond its weight).
     """
 
-    prior: tuple[tuple[float, float], tuple[float, float]]
+    prior: Sequence[tuple[float, float, float]]
     ridge: float = 0.1
     decay: float = 0.9
     cap: float = 4.0
     age: float = 0.995
     floor: float = 0.5
-    max_points: int = 1024
-    _buckets: dict[int, list[float]] = attrs.field(init=False, factory=dict)  # tokens -> [mean, weight, step]
+    max_points: int = 512
+    _buckets: dict[tuple[int, int], list[float]] = attrs.field(init=False, factory=dict)  # -> [mean, weight, step]
     _step: int = attrs.field(init=False, default=0)
-    _coef: tuple[float, float] | None = attrs.field(init=False, default=None)
+    _coef: tuple[float, float, float, float] | None = attrs.field(init=False, default=None)
+    drafted_steps: int = attrs.field(init=False, default=0)  # forwards with draft tokens measured
 
-    def add(self, tokens: int, seconds: float) -> None:
+    def add(self, requests: int, drafts: int, seconds: float) -> None:
         self._step += 1
-        b = self._buckets.get(tokens)
+        self.drafted_steps += drafts > 0
+        key = (requests, drafts)
+        b = self._buckets.get(key)
         if b is None:
-            if len(self._buckets) >= self.max_points:  # forget the stalest token count
+            if len(self._buckets) >= self.max_points:  # forget the stalest pair
                 del self._buckets[min(self._buckets, key=lambda t: self._buckets[t][2])]
-            self._buckets[tokens] = [seconds, 1.0, float(self._step)]
+            self._buckets[key] = [seconds, 1.0, float(self._step)]
         else:
             b[1] = b[1] * self.decay + 1.0
             b[0] += (seconds - b[0]) / b[1]
@@ -193,34 +205,40 @@ class LineFit:
         self._coef = None
 
     @property
-    def coef(self) -> tuple[float, float]:
-        """(a, c), both >= 0."""
+    def coef(self) -> tuple[float, float, float, float]:
+        """(a, b, c, e), each >= 0."""
         if self._coef is None:
-            sw = sx = sy = sxx = sxy = 0.0
-            points = [(x, y, self.ridge) for x, y in self.prior]
-            for tokens, (mean, weight, step) in self._buckets.items():
-                # old means fade, but never below `floor`: with nothing newer at that token
-                # count, an old measurement still beats the prior
+            xtx = [[1e-12 if i == j else 0.0 for j in range(4)] for i in range(4)]
+            xty = [0.0] * 4
+            for r, d, y in self.prior:
+                _accumulate(xtx, xty, _score_features(r, d), y, self.ridge)
+            for (r, d), (mean, weight, step) in self._buckets.items():
+                # old means fade, but never below `floor`: with nothing newer for that pair,
+                # an old measurement still beats the prior
                 w = max(min(weight, self.cap) * self.age ** (self._step - step), self.floor)
-                points.append((float(tokens), mean, w))
-            for x, y, w in points:
-                sw += w
-                sx += w * x
-                sy += w * y
-                sxx += w * x * x
-                sxy += w * x * y
-            var = sxx - sx * sx / sw
-            c = (sxy - sx * sy / sw) / var if var > 1e-12 else 0.0
-            c = max(c, 0.0)
-            a = max((sy - c * sx) / sw, 0.0)
-            self._coef = (a, c)
+                _accumulate(xtx, xty, _score_features(r, d), mean, w)
+            a, b, c, e = _nonnegative_solve(xtx, xty)
+            self._coef = (a, b, c, e)
         return self._coef
 
-    def predict(self, tokens: float) -> float:
-        a, c = self.coef
-        return a + c * tokens
+    def predict(self, requests: float, drafts: float) -> float:
+        return sum(k * x for k, x in zip(self.coef, _score_features(requests, drafts)))
 
-    @property
-    def token_counts(self) -> int:
-        """How many distinct token counts were measured: below 2, the slope is the prior's."""
-        return len(self._buckets)
+
+def _score_features(requests: float, drafts: float) -> tuple[float, float, float, float]:
+    return (1.0, float(requests), float(drafts), 1.0 if drafts > 0 else 0.0)
+
+
+def _nonnegative_solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """The least-squares solution with every coefficient >= 0: terms the unconstrained solve
+    makes negative are dropped (held at 0) and the rest solved again (no cost is negative; a
+    fit that says so is noise)."""
+    free = list(range(len(b)))
+    while True:
+        x = _solve([[a[i][j] for j in free] for i in free], [b[i] for i in free])
+        if all(v >= 0.0 for v in x) or len(free) == 1:
+            out = [0.0] * len(b)
+            for i, v in zip(free, x):
+                out[i] = max(v, 0.0)
+            return out
+        free = [i for i, v in zip(free, x) if v >= 0.0] or free[:1]
