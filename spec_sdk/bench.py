@@ -1,7 +1,8 @@
 """Side-by-side measurement: target-only vs speculative methods, same process, same prompts.
 
 Every method runs on the same backend object and the same prompts, one request at a time
-(latency view). Reported: tokens/s, speedup over target-only, mean accepted length (tokens
+(latency view), interleaved prompt by prompt (spec_sdk.bench_runner) so that the machine's
+slow spells are shared by all methods. Reported: tokens/s, speedup over target-only, mean accepted length (tokens
 per target forward), acceptance by draft position, the split of step time between propose /
 score / verify / bookkeeping, and whether each output equals target-only's.
 
@@ -12,6 +13,7 @@ agentic workloads (spec_sdk.workloads), greedy and sampled, and adds Hugging Fac
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -23,10 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import attrs
-from tqdm import tqdm
 
 from spec_sdk.backends.base import TargetModel
-from spec_sdk.engine import SpecEngine
+from spec_sdk.bench_runner import run_interleaved
 from spec_sdk.policy import CascadePolicy, Policy
 from spec_sdk.types import SamplingParams, SpecStats
 
@@ -76,38 +77,6 @@ def load_prompts(path: str | Path) -> list[str | list[int]]:
     return prompts
 
 
-async def _run_method(
-    backend: TargetModel,
-    tokenizer: Any,
-    method: Method,
-    prompts: Sequence[str | Sequence[int]],
-    params: SamplingParams | Sequence[SamplingParams],
-    progress: bool,
-) -> MethodResult:
-    """Time `method` over `prompts`; `params` is one for all prompts or one per prompt."""
-    per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
-
-    def engine() -> SpecEngine:
-        return SpecEngine(
-            backend, tokenizer=tokenizer, proposers=dict(method.proposers), num_speculative_tokens=method.k,
-            policy=method.policy_factory() if method.policy_factory is not None else method.policy,
-        )
-
-    async with engine() as warm:  # a separate engine, so its stats stay out of the measurement
-        await warm.generate(prompts[0], attrs.evolve(per_prompt[0], max_new_tokens=4))
-    async with engine() as measured:
-        outputs: list[list[int]] = []
-        seen: list[list[int]] = []
-        start = time.perf_counter()
-        for prompt, p in tqdm(list(zip(prompts, per_prompt)), desc=method.name, disable=not progress, leave=False):
-            done = await measured.generate(prompt, p)
-            outputs.append(list(done.token_ids))
-            seen.append(list(done.prompt_ids))
-        seconds = time.perf_counter() - start
-        stats = measured.metrics().totals
-    return MethodResult(method.name, sum(map(len, outputs)), seconds, stats, outputs, prompts=seen)
-
-
 def _rate_fields(tokens: int, seconds: float, tps: float, base_tps: float) -> dict[str, Any]:
     """The throughput figures SDK and HF entries share, speedup against our target-only."""
     return {
@@ -141,7 +110,8 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run target-only then every method; returns a JSON-ready report."""
     baseline = Method("target-only")
-    results = [anyio.run(_run_method, backend, tokenizer, m, prompts, params, progress) for m in (baseline, *methods)]
+    results, _ = anyio.run(functools.partial(run_interleaved, backend, tokenizer, (baseline, *methods), prompts,
+                                             [params] * len(prompts), progress=progress))
     base = results[0]
     report: dict[str, Any] = {"params": attrs.asdict(params), "prompts": len(prompts), "methods": {}}
     for res in results:
@@ -339,12 +309,12 @@ def _run_one(
     prompts: list[list[int]], params: list[SamplingParams], config: WorkloadBenchConfig, progress: bool,
 ) -> tuple[dict[str, Any], list[list[int]]]:
     """Every method on one workload at one temperature: the run's report, target-only's outputs."""
-    from spec_sdk.hf_baselines import hf_modes, run_hf_mode
+    from spec_sdk.hf_baselines import hf_modes
 
     greedy = params[0].greedy
-    sdk = [anyio.run(_run_method, backend, tokenizer, m, prompts, params, progress) for m in (Method("target-only"), *methods)]
-    hf = [run_hf_mode(model, mode, prompts, params, backend.eos_token_ids, progress)
-          for mode in hf_modes(draft, config.hf_lookup_tokens)]
+    sdk, hf = anyio.run(functools.partial(
+        run_interleaved, backend, tokenizer, (Method("target-only"), *methods), prompts, params,
+        hf_model=model, hf=hf_modes(draft, config.hf_lookup_tokens), progress=progress))
     base = sdk[0]
     entries: dict[str, dict[str, Any]] = {}
     rows: list[tuple[str, dict[str, Any], list[list[int]], list[list[int]]]] = [

@@ -15,16 +15,11 @@ Treated exactly like our engine: stop after the first EOS (kept in the output) o
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import attrs
 import torch
-from tqdm import tqdm
 from transformers import PreTrainedModel
 
 from spec_sdk.types import SamplingParams
@@ -111,43 +106,3 @@ def hf_generate(
         if tok in eos_token_ids:
             return new[: i + 1]
     return new
-
-
-def run_hf_mode(
-    model: PreTrainedModel,
-    mode: HFMode,
-    prompts: Sequence[Sequence[int]],
-    params: Sequence[SamplingParams],
-    eos_token_ids: Sequence[int],
-    progress: bool = False,
-) -> HFResult:
-    """Time `mode` over `prompts` (one `SamplingParams` per prompt; its seed seeds torch).
-
-    The calls run in a worker thread, as our engine's model work does (and as an async app
-    would call `generate()`): torch's intra-op thread team differs between the main thread and
-    other threads, and on a busy CPU that alone can change small-model timings many-fold.
-    """
-    forwards = 0
-
-    def count(*_: Any) -> None:
-        nonlocal forwards
-        forwards += 1
-
-    def timed() -> tuple[list[list[int]], float]:
-        warm = attrs.evolve(params[0], max_new_tokens=4)
-        hf_generate(model, prompts[0], warm, eos_token_ids, mode, warm.seed)  # first-call costs stay out
-        nonlocal forwards
-        forwards = 0
-        outputs: list[list[int]] = []
-        start = time.perf_counter()
-        for prompt, p in tqdm(list(zip(prompts, params)), desc=mode.name, disable=not progress, leave=False):
-            outputs.append(hf_generate(model, prompt, p, eos_token_ids, mode, p.seed))
-        return outputs, time.perf_counter() - start
-
-    # only the target's own forwards count: the assistant is a different module
-    hook = model.register_forward_pre_hook(count)
-    try:
-        outputs, seconds = anyio.run(functools.partial(anyio.to_thread.run_sync, timed))
-    finally:
-        hook.remove()
-    return HFResult(mode.name, sum(map(len, outputs)), seconds, forwards, outputs, [list(p) for p in prompts])
