@@ -218,12 +218,13 @@ class AdaptivePolicy:
         self._rng.shuffle(order)
         _, _, per_token, first_draft = self._score.coef
         used: set[str] = set()  # proposers some explorer already pays the call of
+        unaffordable: set[str] = set()  # untimed proposers too dear this step: others get a turn
         # A proposer's first call for a request is cold (fills its cache) and times nothing
         # typical: an untimed proposer is asked again for a request it is warm for, first.
         untimed = set(names) - set(self._propose)
         for i in sorted(order, key=lambda i: not untimed & states[i].warm):
             states[i].exploring = None
-            pick = self._exploration(states[i], names, used)
+            pick = self._exploration(states[i], names, used | unaffordable)
             if pick is None:
                 continue
             name, k = pick
@@ -232,12 +233,18 @@ class AdaptivePolicy:
             # draft tokens in the forward. A sampled one must verify: acceptance there is not a match.
             # ...unless the cost of a draft token was never measured: only a verified draft can.
             shadow = states[i].greedy and self._score.drafted_steps >= _MEASURE_DRAFTS
-            cost = (0.0 if shadow else per_token * k) + (0.0 if name in used else self._call_cost(name))
+            cost = (0.0 if name in used else self._call_cost(name))
             if not shadow and not forced:
                 cost += first_draft  # the first draft in this forward makes it a forward with drafts
             cost += 0.0 if name in states[i].warm else self._cold.get(name, 0.0)  # paid now, in full
+            if not shadow and cost + per_token * k > self._credit:
+                k = 1  # a one-token draft still measures and learns, for less
+                pick = (name, k)
+            cost += 0.0 if shadow else per_token * k
             if cost > self._credit:
                 states[i].exploring = None
+                if states[i].timing:
+                    unaffordable.add(name)
                 continue  # not affordable now; a due retry stays due
             self._credit -= cost
             used.add(name)
@@ -278,7 +285,8 @@ class AdaptivePolicy:
 
     def _exploration(self, state: _RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
         untimed = [n for n in names if n not in self._propose and n not in used]
-        untimed.sort(key=lambda n: n not in state.warm)  # a warm call is what times it
+        # a warm call is what times it; and the cheapest first call first (never called: 0)
+        untimed.sort(key=lambda n: (n not in state.warm, self._cold.get(n, 0.0)))
         state.timing = bool(untimed)
         if untimed:  # no warm call timed yet: worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
