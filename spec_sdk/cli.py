@@ -1,4 +1,4 @@
-"""The `spec-sdk` command: demo, generate, bench, zoo, train-speculator."""
+"""The `spec-sdk` command: demo, generate, bench, zoo, train-speculator, distill-draft."""
 
 from __future__ import annotations
 
@@ -181,6 +181,12 @@ def cmd_train_speculator(args: argparse.Namespace) -> int:
     return run_args(args)
 
 
+def cmd_distill_draft(args: argparse.Namespace) -> int:
+    from spec_sdk.training.cli import run_distill_args
+
+    return run_distill_args(args)
+
+
 def cmd_zoo(argv: list[str]) -> int:
     from spec_sdk.zoo.build import main as zoo_main
 
@@ -215,9 +221,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-new-tokens", type=int, default=96)
     sub.add_parser("zoo", help="build the model zoo (spec-sdk zoo build --variant tiny)", add_help=False)
     from spec_sdk.training.cli import add_arguments as add_training_arguments
+    from spec_sdk.training.cli import add_distill_arguments
 
     add_training_arguments(sub.add_parser(
         "train-speculator", help="distil an MLP or LSTM speculator from a target (spec_sdk.training)"))
+    add_distill_arguments(sub.add_parser(
+        "distill-draft", help="fine-tune a draft model on the target's rollouts (spec_sdk.training.draft)"))
     return parser
 
 
@@ -227,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_zoo(argv[1:])
     args = build_parser().parse_args(argv)
     handlers: dict[str, Any] = {"generate": cmd_generate, "bench": cmd_bench, "demo": cmd_demo,
-                                "train-speculator": cmd_train_speculator}
+                                "train-speculator": cmd_train_speculator, "distill-draft": cmd_distill_draft}
     start = time.perf_counter()
     code = int(handlers[args.command](args))
     if args.command != "generate":

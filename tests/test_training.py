@@ -44,6 +44,33 @@ def test_train_speculator_on_the_tiny_zoo(tmp_path) -> None:
     assert lstm_speculator(tmp_path).speculator.config.method == "sum_lstm"
 
 
+def test_distill_draft_on_the_tiny_zoo_moves_the_draft_towards_the_target(tmp_path) -> None:
+    """The CLI on the tiny zoo: the distilled draft agrees with the target's greedy token more
+    often than the draft it started from, loads as a model directory and keeps its dtype."""
+    from transformers import AutoModelForCausalLM
+
+    from spec_sdk.zoo.build import resolve
+
+    out = tmp_path / "draft"
+    started = time.perf_counter()
+    assert main(["distill-draft", "--target", "tiny", "--out", str(out), "--work", str(tmp_path / "work"),
+                 "--quiet"]) == 0
+    assert time.perf_counter() - started < 120
+    report = json.loads((out / "distill.json").read_text())
+    assert report["heldout_agreement_after"] > report["heldout_agreement_before"] + 0.05, report
+    assert report["last_loss"] < report["first_loss"]
+    before = json.loads((resolve("tiny", "draft") / "config.json").read_text())
+    after = json.loads((out / "config.json").read_text())
+    assert after["dtype"] == before["dtype"] and after["num_hidden_layers"] == before["num_hidden_layers"]
+    assert (out / "tokenizer.json").exists()
+    AutoModelForCausalLM.from_pretrained(str(out))
+    # a target that is not a zoo has no draft to default to
+    from spec_sdk.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["distill-draft", "--target", str(resolve("tiny", "target")), "--out", str(tmp_path / "x"), "--quiet"])
+
+
 def _synthetic(n: int = 24, length: int = 20, hidden: int = 16, vocab: int = 32, seed: int = 0) -> Rollouts:
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, vocab, (n, length), generator=g, dtype=torch.int32)

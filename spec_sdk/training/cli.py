@@ -1,4 +1,5 @@
-"""`spec-sdk train-speculator`: distil an MLP or LSTM speculator from a target."""
+"""`spec-sdk train-speculator` (distil an MLP or LSTM speculator from a target) and
+`spec-sdk distill-draft` (fine-tune a draft model on the target's rollouts)."""
 
 from __future__ import annotations
 
@@ -46,18 +47,10 @@ def run_args(args: argparse.Namespace) -> int:
     import torch
 
     from spec_sdk.training.run import run
-    from spec_sdk.zoo.build import MANIFEST, resolve
+    from spec_sdk.zoo.build import resolve
 
     target = resolve(args.target, "target")
-    name = args.recipe
-    if name is None:
-        manifest = target.parent / MANIFEST
-        name = "full"
-        if manifest.exists():
-            import json
-
-            name = json.loads(manifest.read_text()).get("variant", "full")
-            name = name if name in RECIPES else "full"
+    name = args.recipe or _variant_recipe(target)
     config = recipe(
         name, arch=args.arch, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         weight_decay=args.weight_decay, n_predict=args.n_predict,
@@ -73,6 +66,61 @@ def run_args(args: argparse.Namespace) -> int:
         print(f"[train-speculator] {args.arch} for {target}, recipe {name!r}, {torch.get_num_threads()} thread(s)")
     run(target, args.out, config, work=args.work, progress=not args.quiet, aliases=args.aliases, name=args.target)
     return 0
+
+
+def add_distill_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", required=True, help="target model directory, zoo directory or zoo variant (full, tiny)")
+    p.add_argument("--draft", default=None, help="draft model directory (default: the target's zoo draft)")
+    p.add_argument("--out", required=True, type=Path, help="model directory to write")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                   help="which rollouts (a speculator recipe's data; default: the zoo variant's, else full)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int, help="rollouts per step")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--work", type=Path, default=None,
+                   help="rollout cache (default: OUT/.work, removed when done; a given one is kept, and "
+                        "train-speculator's --work with the same recipe shares it)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run_distill_args(args: argparse.Namespace) -> int:
+    from spec_sdk.training.draft import DraftDistillConfig, run
+    from spec_sdk.zoo.build import resolve
+
+    target = resolve(args.target, "target")
+    draft = Path(args.draft) if args.draft is not None else resolve(args.target, "draft")
+    if draft == target:
+        from spec_sdk.errors import ConfigError
+
+        raise ConfigError(f"{args.target} is not a zoo with a draft: give --draft")
+    name = args.recipe or _variant_recipe(target)
+    data = recipe(name)
+    defaults = {"tiny": {"steps": 80, "batch_size": 8}}.get(name, {})
+    given = {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed}
+    config = DraftDistillConfig(data, **{**defaults, **{k: v for k, v in given.items() if v is not None}})
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    else:
+        print(f"[distill-draft] {draft} towards {target}, rollouts of recipe {name!r}")
+    run(target, draft, args.out, config, work=args.work, progress=not args.quiet,
+        names=(args.target, args.draft or f"the {args.target} zoo's draft"))
+    return 0
+
+
+def _variant_recipe(target: Path) -> str:
+    """The recipe named like the target's zoo variant, else full."""
+    from spec_sdk.zoo.build import MANIFEST
+
+    manifest = target.parent / MANIFEST
+    if manifest.exists():
+        import json
+
+        name = json.loads(manifest.read_text()).get("variant", "full")
+        return name if name in RECIPES else "full"
+    return "full"
 
 
 if __name__ == "__main__":
