@@ -79,6 +79,11 @@ _MIN_EXPLORE_SCALE = 1.0 / 16
 # explorations verify (their drafts enter the forward) until this many forwards with drafts
 # were timed: fewer cannot tell what a draft token costs from the noise of one step
 _MEASURE_DRAFTS = 8
+# a proposer is tried (within the exploration budget) until its pooled acceptance for greedy,
+# and for sampled, requests rests on this many drafts
+_LEARN_DRAFTS = 4.0
+# ...and exploration credit accrues this many times faster until it does
+_LEARN_BOOST = 3.0
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
 
@@ -91,10 +96,10 @@ class _RequestState:
     retry_gap: int = 0
     retries: int = 0  # round-robin over proposers
     exploring: str | None = None
-    timing: bool = False  # the exploration is a proposer's first timed call: not judged on its draft
+    timing: bool = False  # the exploration times or first learns a proposer: not judged on its draft
     expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
     calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
-    calibrated_with: float = -1.0
+    calibrated_with: dict[str, float] = attrs.field(factory=dict)
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
     shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
     asked: tuple[str, ...] = ()  # the proposers asked for it this step
@@ -142,10 +147,12 @@ class AdaptivePolicy:
     _credit: float = attrs.field(init=False, default=0.0)  # seconds of exploration affordable now
     _explore_scale: float = attrs.field(init=False, default=1.0)  # of `explore`, by how explorations went
     _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
+    _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
     # realised over estimated extra tokens (decayed sums): estimates picked as the best of
     # several are biased upwards (the winner's curse); this scales them back
-    _cal_real: float = attrs.field(init=False, default=0.0)
-    _cal_est: float = attrs.field(init=False, default=0.0)
+    # (per proposer: one whose estimates run high must not drag down the others')
+    _cal_real: dict[str, float] = attrs.field(init=False, factory=dict)
+    _cal_est: dict[str, float] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -177,23 +184,24 @@ class AdaptivePolicy:
                 k = self._kmax(n)
                 priors[(n, greedy)] = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
         every = max(1, -(-len(states) // _REFRESH))
-        cal = self.calibration
+        cals = {n: self.calibration(n) for n in names}
         for i, s in enumerate(states):
             if len(s.expected) < len(names) or (self._step + i) % every == 0:
                 for n in names:
                     prior = priors[(n, s.greedy)]
                     own = s.acceptance.get(n)
                     s.expected[n] = expected_tokens(own.rates(len(prior), prior) if own is not None else prior)
-                s.calibrated_with = -1.0
-            if abs(s.calibrated_with - cal) > 0.005:  # the calibration drifts slowly
-                s.calibrated = {n: [1.0 + cal * (e - 1.0) for e in s.expected[n]] for n in names}
-                s.calibrated_with = cal
+                s.calibrated_with = {}
+            for n, cal in cals.items():
+                if abs(s.calibrated_with.get(n, -1.0) - cal) > 0.005:  # the calibration drifts slowly
+                    s.calibrated[n] = [1.0 + cal * (e - 1.0) for e in s.expected[n]]
+                    s.calibrated_with[n] = cal
         return {n: [s.calibrated[n] for s in states] for n in names}
 
-    @property
-    def calibration(self) -> float:
-        # a few steps' worth of evidence that estimates are right, so early noise cannot swing it
-        return min(max((self._cal_real + 4.0) / (self._cal_est + 4.0), 0.25), 1.5)
+    def calibration(self, name: str) -> float:
+        """Realised over estimated extra tokens of `name`'s chosen drafts; a few steps' worth of
+        evidence that estimates are right comes first, so early noise cannot swing it."""
+        return min(max((self._cal_real.get(name, 0.0) + 4.0) / (self._cal_est.get(name, 0.0) + 4.0), 0.25), 1.5)
 
     # -- the policy hooks ------------------------------------------------------------------
 
@@ -204,6 +212,7 @@ class AdaptivePolicy:
         if not names or not reqs:
             return
         states = [self._requests.setdefault(r.id, _RequestState(r.params.greedy)) for r in reqs]
+        self._learning.update((n, g) for n in names for g in {s.greedy for s in states})
         for s, r in zip(states, reqs):
             s.shadows, s.shadow_drafts, s.asked, s.probe = (), {}, (), None
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
@@ -236,7 +245,10 @@ class AdaptivePolicy:
             cost = (0.0 if name in used else self._call_cost(name))
             if not shadow and not forced:
                 cost += first_draft  # the first draft in this forward makes it a forward with drafts
-            cost += 0.0 if name in states[i].warm else self._cold.get(name, 0.0)  # paid now, in full
+            # a first call's cache fill is an investment the request keeps if the proposer pays:
+            # spread like a decision's (a sampled request can learn a model proposer only by
+            # verifying, and paying its prompt's prefill in full kept it from ever trying)
+            cost += self._cold_cost(states[i], name)
             if not shadow and cost + per_token * k > self._credit:
                 k = 1  # a one-token draft still measures and learns, for less
                 pick = (name, k)
@@ -287,8 +299,17 @@ class AdaptivePolicy:
         untimed = [n for n in names if n not in self._propose and n not in used]
         # a warm call is what times it; and the cheapest first call first (never called: 0)
         untimed.sort(key=lambda n: (n not in state.warm, self._cold.get(n, 0.0)))
+        if not untimed:
+            # Then proposers too dear for the shadow whose acceptance for this kind of request
+            # (greedy, sampled) rests on fewer than _LEARN_DRAFTS drafts: a prior of one half can
+            # keep a good proposer from ever being chosen, and under sampling only a verified
+            # draft teaches it.
+            dear = _SHADOW_SHARE * self._last_step
+            untimed = [n for n in names if n not in used and self._learned(n, state.greedy) < _LEARN_DRAFTS
+                       and self._call_cost(n) > dear]
+            untimed.sort(key=lambda n: (n not in state.warm, self._learned(n, state.greedy)))
         state.timing = bool(untimed)
-        if untimed:  # no warm call timed yet: worth one request's try as soon as it is affordable
+        if untimed:  # worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
             return untimed[0], min(4, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
@@ -301,6 +322,11 @@ class AdaptivePolicy:
             state.exploring = name
             return name, self._rng.randint(1, self._kmax(name))
         return None
+
+    def _learned(self, name: str, greedy: bool) -> float:
+        """How many drafts (decayed) the pooled acceptance of `name` rests on."""
+        pooled = self._global.get((name, greedy))
+        return pooled.weight if pooled is not None else 0.0
 
     def _cold_cost(self, state: _RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
@@ -422,7 +448,9 @@ class AdaptivePolicy:
                                           (size, 2.0, base + 2 * per)))
             self._credit = _CREDIT_STEPS * step_seconds  # enough to try each proposer soon
         self._last_step = step_seconds
-        self._credit = min(self._credit + self.explore * self._explore_scale * step_seconds,
+        # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
+        boost = _LEARN_BOOST if any(self._learned(n, g) < _LEARN_DRAFTS for n, g in self._learning) else 1.0
+        self._credit = min(self._credit + boost * self.explore * self._explore_scale * step_seconds,
                            _CREDIT_STEPS * step_seconds)
         batch_rate = sum(o.emitted for o in fb.outcomes) / max(step_seconds, 1e-9)
         self._score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
@@ -449,7 +477,6 @@ class AdaptivePolicy:
             st = self._requests.get(o.request_id)
             if st is not None:
                 st.warm.update(st.asked)
-        cal = self.calibration  # what this step's estimates were scaled by
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
             if decision is not None and decision[0] is not None:
@@ -460,8 +487,10 @@ class AdaptivePolicy:
                     self._judged += 1
                     self._estimated += decision[2]
                     self._realised += o.emitted
-                    self._cal_real = 0.995 * self._cal_real + (o.emitted - 1)
-                    self._cal_est = 0.995 * self._cal_est + (decision[2] - 1) / cal
+                    chosen = decision[0]
+                    cal = self.calibration(chosen)  # what this step's estimate was scaled by
+                    self._cal_real[chosen] = 0.995 * self._cal_real.get(chosen, 0.0) + (o.emitted - 1)
+                    self._cal_est[chosen] = 0.995 * self._cal_est.get(chosen, 0.0) + (decision[2] - 1) / cal
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
@@ -533,7 +562,7 @@ class AdaptivePolicy:
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},
-            "calibration": self.calibration,
+            "calibration": {n: round(self.calibration(n), 3) for n in self._cal_est},
             "score_cost": list(self._score.coef) if self._score is not None else None,
             "propose_cost": {n: list(m.coef) for n, m in self._propose.items()},
             "cold_call_cost": dict(self._cold),
