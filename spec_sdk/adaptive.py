@@ -24,27 +24,27 @@ exploration and without putting its drafts in the forward.
 
 Nothing is assumed to be free. The first step decodes without drafts (it measures the forward);
 until the data say otherwise a draft token is priced like a request, as if the forward were
-compute-bound (the pessimistic end: speculation has to prove it pays), and a proposer is a candidate only once one
-of its calls has been timed.
+compute-bound (the pessimistic end: speculation has to prove it pays), and a proposer is a
+candidate only once one of its calls has been timed. The fixed cost of a forward with drafts
+(ScoreFit's `e`) is left out of the per-request ascent -- no one request's draft may pay it
+where the batch's drafts together do -- and weighed against nobody speculating at the end.
 
 A greedy request explores in the shadow too: the proposer's draft is asked for and scored in
 hindsight, never verified -- for greedy decoding that is the same knowledge, without the draft
 in the forward (a sampled request must verify: acceptance there is not a match; and so must
-the first explorations, until a draft token's cost has been measured at all).
+the first explorations, until 8 forwards with drafts have been timed).
 
-Exploring keeps estimates honest, within a budget of time: each step earns `explore` of its
-own duration as exploration credit (plus four steps' worth at the start), and an exploration --
-a request trying a random (proposer, k) with probability `explore`, or a retry -- runs only
-when its estimated extra cost (its draft tokens in the forward, the proposer's call) fits the
-credit. So exploring costs at most about `explore` of the time at any load (less while
-explorations keep finding nothing that would have paid: the pace falls by a fifth each time,
-down to 1/16, and doubles at each one that would have), and an untried expensive proposer is
-tried on one request, not on the whole batch. A request whose drafts
-stopped paying (k = 0) retries each proposer after `retry_after` steps, the wait doubling
-after each retry that gets nothing accepted. And every `probe_every` steps the whole batch
-runs one step without drafts: when the batch size and the chosen draft lengths barely change,
-the tokens in the forward barely change either, and the cost of a draft token cannot be told
-from the fixed cost of a step without such a probe.
+Exploring is paid from a budget of time (spec_sdk.adaptive_state.ExploreBudget): about
+`explore` of each step, faster while a proposer is still to be learned, capped at a few steps'
+worth. An exploration -- the first timed call of a proposer, a proposer too dear for the shadow
+whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or a
+random (proposer, k) with probability `explore` -- runs only when its estimated extra cost (its
+draft tokens in the forward, the call, a first call's cache fill spread over the request) fits;
+one that does not fit tries a one-token draft. A request whose drafts stopped paying (k = 0)
+retries each proposer after `retry_after` steps, the wait doubling after each retry that gets
+nothing accepted. And every `probe_every` steps the whole batch runs one step without drafts:
+when the batch size and the chosen draft lengths barely change, the cost of a draft token
+cannot be told from the fixed cost of a step without such a probe.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ from typing import Any, Literal
 import attrs
 
 from spec_sdk.errors import ConfigError
-from spec_sdk.adaptive_plan import BatchPlan
+from spec_sdk.adaptive_plan import BatchPlan, best_options
+from spec_sdk.adaptive_state import ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
@@ -71,11 +72,6 @@ _PRIOR_FIXED_SHARE = 0.05
 # a proposer whose call for one request costs at most this share of a step is asked in the
 # shadow; shadows are asked for a random part of the batch sized to cost about this share
 _SHADOW_SHARE = 0.01
-# exploration credit is capped at this many steps' worth, so a long quiet spell does not
-# turn into a burst of explorations
-_CREDIT_STEPS = 4.0
-# the slowest exploration pace, as a share of `explore`
-_MIN_EXPLORE_SCALE = 1.0 / 16
 # explorations verify (their drafts enter the forward) until this many forwards with drafts
 # were timed: fewer cannot tell what a draft token costs from the noise of one step
 _MEASURE_DRAFTS = 8
@@ -86,26 +82,6 @@ _LEARN_DRAFTS = 4.0
 _LEARN_BOOST = 3.0
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
-
-
-@attrs.define
-class _RequestState:
-    greedy: bool
-    acceptance: dict[str, Acceptance] = attrs.field(factory=dict)
-    retry_at: int = 0  # step of the next retry while not speculating; 0: none scheduled
-    retry_gap: int = 0
-    retries: int = 0  # round-robin over proposers
-    exploring: str | None = None
-    timing: bool = False  # the exploration times or first learns a proposer: not judged on its draft
-    expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
-    calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
-    calibrated_with: dict[str, float] = attrs.field(factory=dict)
-    shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
-    shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
-    asked: tuple[str, ...] = ()  # the proposers asked for it this step
-    probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
-    room: int = 0  # tokens it may still produce
-    warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before
 
 
 @attrs.define(eq=False)
@@ -127,7 +103,7 @@ class AdaptivePolicy:
     probe_every: int = 64
     seed: int = 0
     _rng: random.Random = attrs.field(init=False)
-    _requests: dict[str, _RequestState] = attrs.field(init=False, factory=dict)
+    _requests: dict[str, RequestState] = attrs.field(init=False, factory=dict)
     _global: dict[tuple[str, bool], Acceptance] = attrs.field(init=False, factory=dict)
     _score: ScoreFit | None = attrs.field(init=False, default=None)
     _propose: dict[str, CostModel] = attrs.field(init=False, factory=dict)  # warm calls only
@@ -144,8 +120,7 @@ class AdaptivePolicy:
     _decided: int = attrs.field(init=False, default=0)
     _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
     _explorations: int = attrs.field(init=False, default=0)
-    _credit: float = attrs.field(init=False, default=0.0)  # seconds of exploration affordable now
-    _explore_scale: float = attrs.field(init=False, default=1.0)  # of `explore`, by how explorations went
+    _budget: ExploreBudget = attrs.field(init=False)
     _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
     # realised over estimated extra tokens (decayed sums): estimates picked as the best of
@@ -165,13 +140,14 @@ class AdaptivePolicy:
         if any(k < 1 for k in ks):
             raise ConfigError(f"max_k must be >= 1, got {self.max_k}")
         self._rng = random.Random(self.seed)
+        self._budget = ExploreBudget(self.explore)
 
     # -- estimates ---------------------------------------------------------------------
 
     def _kmax(self, name: str) -> int:
         return self.max_k.get(name, 8) if isinstance(self.max_k, Mapping) else self.max_k
 
-    def _gains(self, states: Sequence[_RequestState], names: Sequence[str]) -> dict[str, list[list[float]]]:
+    def _gains(self, states: Sequence[RequestState], names: Sequence[str]) -> dict[str, list[list[float]]]:
         """Expected tokens emitted for k = 0..max_k, per proposer and request, calibrated.
 
         A request's raw estimate is recomputed when it is new and otherwise in turns, about
@@ -211,7 +187,7 @@ class AdaptivePolicy:
         self._decisions = {}
         if not names or not reqs:
             return
-        states = [self._requests.setdefault(r.id, _RequestState(r.params.greedy)) for r in reqs]
+        states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
         self._learning.update((n, g) for n in names for g in {s.greedy for s in states})
         for s, r in zip(states, reqs):
             s.shadows, s.shadow_drafts, s.asked, s.probe = (), {}, (), None
@@ -249,16 +225,15 @@ class AdaptivePolicy:
             # spread like a decision's (a sampled request can learn a model proposer only by
             # verifying, and paying its prompt's prefill in full kept it from ever trying)
             cost += self._cold_cost(states[i], name)
-            if not shadow and cost + per_token * k > self._credit:
+            if not shadow and cost + per_token * k > self._budget.credit:
                 k = 1  # a one-token draft still measures and learns, for less
                 pick = (name, k)
             cost += 0.0 if shadow else per_token * k
-            if cost > self._credit:
+            if not self._budget.afford(cost):
                 states[i].exploring = None
                 if states[i].timing:
                     unaffordable.add(name)
                 continue  # not affordable now; a due retry stays due
-            self._credit -= cost
             used.add(name)
             if shadow:
                 states[i].probe = name
@@ -269,7 +244,8 @@ class AdaptivePolicy:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
         timed = [n for n in names if n in self._propose]
-        self._best_options(choice, forced, gains, timed, states)
+        best_options(lambda: self._plan(len(choice)), choice, forced, gains, timed,
+                     lambda i, n: self._cold_cost(states[i], n))
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
             # an exploration was not picked for its estimate: it says nothing of the winner's curse
@@ -281,7 +257,7 @@ class AdaptivePolicy:
                 s.shadows += (s.probe,)
             s.asked = s.shadows + ((name,) if name is not None else ())
 
-    def _pick_shadows(self, states: Sequence[_RequestState], choice: Sequence[tuple[str | None, int]],
+    def _pick_shadows(self, states: Sequence[RequestState], choice: Sequence[tuple[str | None, int]],
                       names: Sequence[str]) -> None:
         """Which requests ask which cheap proposers in the shadow this step."""
         if self._last_step <= 0:
@@ -295,7 +271,7 @@ class AdaptivePolicy:
             if share >= 1.0 or self._rng.random() < share:
                 s.shadows = tuple(n for n in cheap if n != name)
 
-    def _exploration(self, state: _RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
+    def _exploration(self, state: RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
         untimed = [n for n in names if n not in self._propose and n not in used]
         # a warm call is what times it; and the cheapest first call first (never called: 0)
         untimed.sort(key=lambda n: (n not in state.warm, self._cold.get(n, 0.0)))
@@ -328,7 +304,7 @@ class AdaptivePolicy:
         pooled = self._global.get((name, greedy))
         return pooled.weight if pooled is not None else 0.0
 
-    def _cold_cost(self, state: _RequestState, name: str) -> float:
+    def _cold_cost(self, state: RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
         tokens a step, at most 16 steps: past that the proposer may well be dropped again)."""
         if name in state.warm:
@@ -345,67 +321,11 @@ class AdaptivePolicy:
         a, b, c = model.coef
         return a + b + c * self._kmax(name)
 
-    def _best_options(self, choice: list[tuple[str | None, int]], forced: set[int],
-                      gains: Mapping[str, list[list[float]]], names: Sequence[str],
-                      states: Sequence[_RequestState]) -> None:
-        """Two rounds of coordinate ascent: each request in turn takes its best option given
-        the others'. The batch's totals are kept incrementally, so trying an option costs
-        O(proposers), not O(batch)."""
-        batch = self._plan(len(choice))
-        # The once-per-forward cost of drafts is left out of the ascent: no single request's
-        # draft may pay it alone where the batch's drafts together do, and the ascent would
-        # never start. It is weighed below, against nobody speculating.
-        first_draft, batch.first_draft = batch.first_draft, 0.0
-        for i, (name, k) in enumerate(choice):
-            batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
-        for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
-            for i in range(len(choice)):
-                if i in forced:
-                    continue
-                name, k = choice[i]
-                batch.add(name, k, -(gains[name][i][k] if name is not None else 1.0), remove=True)
-                others = batch.proposer_seconds()
-                others_total = sum(t for t, _, _ in others.values())
-                best: tuple[str | None, int] = (None, 0)
-                best_rate = batch.rate_with(None, 0, 1.0, others, others_total)
-                # Pruning, exact: a draft adds at most (its first position's acceptance) tokens per
-                # draft token (deeper positions add less) and costs at least `per_token` each, so if
-                # that ratio does not beat the batch's rate, no draft of this request does.
-                first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
-                if batch.per_token <= 0 or first > batch.per_token * best_rate:
-                    for n in names:
-                        g = gains[n][i]
-                        cold = self._cold_cost(states[i], n)
-                        last = -1.0
-                        for kk in range(1, len(g)):
-                            rate = batch.rate_with(n, kk, g[kk], others, others_total, cold)
-                            if rate > best_rate * (1 + 1e-9):
-                                best, best_rate = (n, kk), rate
-                            if rate < last:
-                                break  # concave gain over convex cost: past the peak it only falls
-                            last = rate
-                choice[i] = best
-                batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
-        # Coordinate ascent can stall where everyone speculates and the forward is so slow that
-        # one more draft still looks worth it, and it did not see the once-per-forward cost;
-        # compare with nobody speculating (explorers aside).
-        batch.first_draft = first_draft
-        quiet = self._plan(len(choice))
-        for i, (name, k) in enumerate(choice):
-            if i in forced:
-                quiet.add(name, k, gains[name][i][k] if name is not None else 1.0)
-            else:
-                quiet.add(None, 0, 1.0)
-        if quiet.rate() > batch.rate():
-            for i in range(len(choice)):
-                if i not in forced:
-                    choice[i] = (None, 0)
-
     def _plan(self, size: int) -> BatchPlan:
         assert self._score is not None
         return BatchPlan(self._score.coef, self._other or 0.0, {n: m.coef for n, m in self._propose.items()}, size)
 
-    def _decide(self, rid: str, state: _RequestState, name: str | None, k: int, estimate: float | None) -> None:
+    def _decide(self, rid: str, state: RequestState, name: str | None, k: int, estimate: float | None) -> None:
         if name is None or k == 0:
             self._decisions[rid] = (None, 0, 1.0)
             return
@@ -446,12 +366,10 @@ class AdaptivePolicy:
             per = (base - fixed) / size
             self._score = ScoreFit(prior=((0.0, 0.0, fixed), (size, 0.0, base), (size, 1.0, base + per),
                                           (size, 2.0, base + 2 * per)))
-            self._credit = _CREDIT_STEPS * step_seconds  # enough to try each proposer soon
         self._last_step = step_seconds
         # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
-        boost = _LEARN_BOOST if any(self._learned(n, g) < _LEARN_DRAFTS for n, g in self._learning) else 1.0
-        self._credit = min(self._credit + boost * self.explore * self._explore_scale * step_seconds,
-                           _CREDIT_STEPS * step_seconds)
+        learning = any(self._learned(n, g) < _LEARN_DRAFTS for n, g in self._learning)
+        self._budget.earn(step_seconds, _LEARN_BOOST if learning else 1.0)
         batch_rate = sum(o.emitted for o in fb.outcomes) / max(step_seconds, 1e-9)
         self._score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
@@ -510,7 +428,7 @@ class AdaptivePolicy:
                 state.retry_gap = state.retry_gap or self.retry_after
                 state.retry_at = self._step + state.retry_gap
 
-    def _explored(self, state: _RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
+    def _explored(self, state: RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
         """An exploration's outcome. Worth it, had it been chosen? Its accepted tokens against what
         its draft tokens and call cost, at the batch's rate. Explorations that keep finding
         nothing worth it (a loaded machine, a workload no proposer helps) slow down to 1/16 of
@@ -518,16 +436,12 @@ class AdaptivePolicy:
         assert self._score is not None
         self._explorations += 1
         extra = self._score.coef[2] * drafted + self._call_cost(name)
-        if state.timing:
-            pass  # it was run to time a call, whatever its draft would pay: no lesson for the pace
-        elif accepted >= extra * batch_rate:
-            self._explore_scale = min(1.0, self._explore_scale * 2.0)
-        else:
-            self._explore_scale = max(_MIN_EXPLORE_SCALE, self._explore_scale * 0.8)
+        if not state.timing:  # one run to time or first learn a proposer teaches the pace nothing
+            self._budget.judge(accepted >= extra * batch_rate)
         paid = drafted > 0 and accepted * 2 >= drafted
         state.retry_gap = self.retry_after if paid else min(max(state.retry_gap, self.retry_after) * 2, 1024)
 
-    def _hindsight(self, state: _RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> int:
+    def _hindsight(self, state: RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> int:
         """Score a shadow draft against the emitted tokens (positions past them are unknown);
         returns how many of its first tokens matched."""
         if not draft or not o.tokens:
@@ -558,7 +472,7 @@ class AdaptivePolicy:
             "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
             "realised_tokens_per_step": self._realised / max(self._judged, 1),
             "explorations": self._explorations,
-            "exploration_pace": self._explore_scale,
+            "exploration_pace": self._budget.scale,
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},

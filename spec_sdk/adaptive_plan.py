@@ -1,10 +1,11 @@
 """A batch's plan as the adaptive policy weighs it: expected tokens over predicted seconds,
-kept incrementally so that trying one request's option costs O(proposers), not O(batch)."""
+kept incrementally so that trying one request's option costs O(proposers), not O(batch); and
+the coordinate ascent that picks every request's option over it."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 
 class BatchPlan:
@@ -68,3 +69,62 @@ class BatchPlan:
             seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t
         total = self.tokens + gain
         return total / seconds if seconds > 0 else 0.0
+
+
+def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | None, int]], forced: set[int],
+             gains: Mapping[str, list[list[float]]], names: Sequence[str],
+             cold: Callable[[int, str], float]) -> None:
+    """Each request's (proposer, k) in `choice`, in place: two rounds of coordinate ascent, each
+    request in turn taking its best option given the others' (`forced` ones keep theirs).
+    `gains[n][i][k]`: request i's expected tokens with k tokens of n; `cold(i, n)`: the share
+    of n's first call for request i this step bears. The batch's totals are kept incrementally,
+    so trying an option costs O(proposers), not O(batch)."""
+    batch = make_plan()
+    # The once-per-forward cost of drafts is left out of the ascent: no single request's
+    # draft may pay it alone where the batch's drafts together do, and the ascent would
+    # never start. It is weighed below, against nobody speculating.
+    first_draft, batch.first_draft = batch.first_draft, 0.0
+    for i, (name, k) in enumerate(choice):
+        batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
+    for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
+        for i in range(len(choice)):
+            if i in forced:
+                continue
+            name, k = choice[i]
+            batch.add(name, k, -(gains[name][i][k] if name is not None else 1.0), remove=True)
+            others = batch.proposer_seconds()
+            others_total = sum(t for t, _, _ in others.values())
+            best: tuple[str | None, int] = (None, 0)
+            best_rate = batch.rate_with(None, 0, 1.0, others, others_total)
+            # Pruning, exact: a draft adds at most (its first position's acceptance) tokens per
+            # draft token (deeper positions add less) and costs at least `per_token` each, so if
+            # that ratio does not beat the batch's rate, no draft of this request does.
+            first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
+            if batch.per_token <= 0 or first > batch.per_token * best_rate:
+                for n in names:
+                    g = gains[n][i]
+                    first_call = cold(i, n)
+                    last = -1.0
+                    for kk in range(1, len(g)):
+                        rate = batch.rate_with(n, kk, g[kk], others, others_total, first_call)
+                        if rate > best_rate * (1 + 1e-9):
+                            best, best_rate = (n, kk), rate
+                        if rate < last:
+                            break  # concave gain over convex cost: past the peak it only falls
+                        last = rate
+            choice[i] = best
+            batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
+    # Coordinate ascent can stall where everyone speculates and the forward is so slow that
+    # one more draft still looks worth it, and it did not see the once-per-forward cost;
+    # compare with nobody speculating (explorers aside).
+    batch.first_draft = first_draft
+    quiet = make_plan()
+    for i, (name, k) in enumerate(choice):
+        if i in forced:
+            quiet.add(name, k, gains[name][i][k] if name is not None else 1.0)
+        else:
+            quiet.add(None, 0, 1.0)
+    if quiet.rate() > batch.rate():
+        for i in range(len(choice)):
+            if i not in forced:
+                choice[i] = (None, 0)
