@@ -123,6 +123,7 @@ class AdaptivePolicy:
     _budget: ExploreBudget = attrs.field(init=False)
     _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
+    _learn_tries: Counter[tuple[str, bool]] = attrs.field(init=False, factory=Counter)
     # realised over estimated extra tokens (decayed sums): estimates picked as the best of
     # several are biased upwards (the winner's curse); this scales them back
     # (per proposer: one whose estimates run high must not drag down the others')
@@ -281,12 +282,13 @@ class AdaptivePolicy:
             # keep a good proposer from ever being chosen, and under sampling only a verified
             # draft teaches it.
             dear = _SHADOW_SHARE * self._last_step
-            untimed = [n for n in names if n not in used and self._learned(n, state.greedy) < _LEARN_DRAFTS
+            untimed = [n for n in names if n not in used and self._to_learn(n, state.greedy)
                        and self._call_cost(n) > dear]
-            untimed.sort(key=lambda n: (n not in state.warm, self._learned(n, state.greedy)))
+            untimed.sort(key=lambda n: (n not in state.warm, self._learn_tries[(n, state.greedy)]))
         state.timing = bool(untimed)
         if untimed:  # worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
+            self._learn_tries[(untimed[0], state.greedy)] += 1
             return untimed[0], min(4, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
             name = names[state.retries % len(names)]
@@ -299,10 +301,13 @@ class AdaptivePolicy:
             return name, self._rng.randint(1, self._kmax(name))
         return None
 
-    def _learned(self, name: str, greedy: bool) -> float:
-        """How many drafts (decayed) the pooled acceptance of `name` rests on."""
+    def _to_learn(self, name: str, greedy: bool) -> bool:
+        """Whether `name` is still to be learned for greedy (sampled) requests: its pooled
+        acceptance rests on fewer than _LEARN_DRAFTS drafts, and it has not been tried for that
+        twice as often already (one that seldom drafts would keep the budget boosted for good)."""
         pooled = self._global.get((name, greedy))
-        return pooled.weight if pooled is not None else 0.0
+        learned = pooled.weight if pooled is not None else 0.0
+        return learned < _LEARN_DRAFTS and self._learn_tries[(name, greedy)] < 2 * _LEARN_DRAFTS
 
     def _cold_cost(self, state: RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
@@ -368,7 +373,7 @@ class AdaptivePolicy:
                                           (size, 2.0, base + 2 * per)))
         self._last_step = step_seconds
         # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
-        learning = any(self._learned(n, g) < _LEARN_DRAFTS for n, g in self._learning)
+        learning = any(self._to_learn(n, g) for n, g in self._learning)
         self._budget.earn(step_seconds, _LEARN_BOOST if learning else 1.0)
         batch_rate = sum(o.emitted for o in fb.outcomes) / max(step_seconds, 1e-9)
         self._score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
