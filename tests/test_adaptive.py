@@ -133,7 +133,8 @@ def _view(rid: str, greedy: bool = True) -> RequestView:
 
 
 def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, ...],
-              propose: dict[str, float], batch: int = 1, steps: int = 300, seed: int = 0) -> Counter[tuple[str | None, int]]:
+              propose: dict[str, float], batch: int = 1, steps: int = 300, seed: int = 0,
+              greedy: bool = True) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call, and its draft follows the text each position with
@@ -141,7 +142,7 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
     import random
 
     rng = random.Random(seed)
-    views = [_view(f"r{i}") for i in range(batch)]
+    views = [_view(f"r{i}", greedy) for i in range(batch)]
     decisions: Counter[tuple[str | None, int]] = Counter()
     for _ in range(steps):
         policy.begin_step(views, Load(batch), list(accept))
@@ -172,7 +173,7 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
                 while accepted < k and drafts[name].tokens[accepted] == truth[accepted]:
                     accepted += 1
                 drafted_total += k
-            outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, True, tuple(truth[: accepted + 1])))
+            outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, greedy, tuple(truth[: accepted + 1])))
         a, b, c, e = (*score, 0.0)[:4]
         seconds_score = a + b * batch + c * drafted_total + (e if drafted_total else 0.0)
         policy.feedback(StepFeedback(batch, drafted_total, seconds_score, 1e-4,
@@ -225,6 +226,20 @@ def test_budgets_shrink_as_the_batch_grows_and_the_forward_gets_compute_bound() 
     # 1 ms and brings at most 0.8 tokens, against the batch's 32 per 34 ms: none pays
     small, large = mean_k(1), mean_k(32)
     assert small > 1.5 and large < 0.5
+
+
+def test_a_dear_proposer_is_tried_until_its_acceptance_for_sampled_requests_is_known() -> None:
+    """Sampled requests learn a proposer only from verified drafts, and one whose call costs a
+    fifth of a step is never asked in the shadow: the policy tries it on purpose, within its
+    budget, until its pooled acceptance rests on a few drafts -- and then no more than its
+    ordinary exploration does, since it does not pay."""
+    policy = AdaptivePolicy(max_k=4, explore=0.05)
+    machine = ({"dear": 0.3, "cheap": 0.1}, (0.01, 0.0, 0.0002), {"dear": 0.004, "cheap": 1e-5})
+    d = _simulate(policy, *machine, steps=300, greedy=False)
+    tries = sum(c for (n, _), c in d.items() if n == "dear")
+    # (random exploration and retries alone try it 10 times in these 300 steps)
+    assert 14 <= tries <= 40
+    assert policy.report()["acceptance"]["dear (sampled)"][0] < 0.5
 
 
 def test_a_once_per_forward_draft_cost_that_only_the_whole_batch_pays_for_does_not_stall_it() -> None:
