@@ -226,8 +226,11 @@ class AdaptivePolicy:
             # spread like a decision's (a sampled request can learn a model proposer only by
             # verifying, and paying its prompt's prefill in full kept it from ever trying)
             cost += self._cold_cost(states[i], name)
-            if not shadow and cost + per_token * k > self._budget.credit:
-                k = 1  # a one-token draft still measures and learns, for less
+            if not shadow and not states[i].timing and cost + per_token * k > self._budget.credit:
+                # a one-token draft still measures and learns, for less; but not a proposer's
+                # first timed calls: the prior of its call cost scales from their budget, and
+                # one token's call would price every further token as a third of a whole call
+                k = 1
                 pick = (name, k)
             cost += 0.0 if shadow else per_token * k
             if not self._budget.afford(cost):
