@@ -10,15 +10,22 @@ from typing import Sequence
 from spec_sdk.training.recipe import RECIPES, recipe
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def _add_run_arguments(p: argparse.ArgumentParser, out_help: str, recipe_help: str, batch_help: str) -> None:
+    """What both commands take: the target, where to write, the recipe, how long and how hard."""
     p.add_argument("--target", required=True, help="target model directory, zoo directory or zoo variant (full, tiny)")
-    p.add_argument("--arch", choices=("mlp", "lstm"), required=True)
-    p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="defaults for everything below (default: the zoo variant's, else full)")
+    p.add_argument("--out", required=True, type=Path, help=out_help)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default=None, help=recipe_help)
     p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int, help="sequences per step")
+    p.add_argument("--batch-size", type=int, help=batch_help)
     p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _add_run_arguments(p, "checkpoint directory to write",
+                       "defaults for everything below (default: the zoo variant's, else full)", "sequences per step")
+    p.add_argument("--arch", choices=("mlp", "lstm"), required=True)
     p.add_argument("--weight-decay", type=float, help="AdamW weight decay of the matrices")
     p.add_argument("--n-predict", type=int, help="heads, i.e. the longest draft")
     p.add_argument("--inner-dim", type=int)
@@ -29,12 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-share", type=float, help="share of continuations sampled rather than greedy")
     p.add_argument("--labels", choices=("hard", "argmax", "soft"))
     p.add_argument("--no-prompt-positions", action="store_true", help="train only where labels are generated tokens")
-    p.add_argument("--seed", type=int)
     p.add_argument("--work", type=Path, default=None,
                    help="rollouts and checkpoints (default: OUT/.work, removed when done; a given one is kept)")
     p.add_argument("--aliases", action="store_true",
                    help="write tied tensors under every name (what Arctic's vLLM loader reads for an LSTM)")
-    p.add_argument("--quiet", action="store_true")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -69,19 +74,13 @@ def run_args(args: argparse.Namespace) -> int:
 
 
 def add_distill_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", required=True, help="target model directory, zoo directory or zoo variant (full, tiny)")
+    _add_run_arguments(p, "model directory to write",
+                       "which rollouts (a speculator recipe's data; default: the zoo variant's, else full)",
+                       "rollouts per step")
     p.add_argument("--draft", default=None, help="draft model directory (default: the target's zoo draft)")
-    p.add_argument("--out", required=True, type=Path, help="model directory to write")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="which rollouts (a speculator recipe's data; default: the zoo variant's, else full)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--batch-size", type=int, help="rollouts per step")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--seed", type=int)
     p.add_argument("--work", type=Path, default=None,
                    help="rollout cache (default: OUT/.work, removed when done; a given one is kept, and "
                         "train-speculator's --work with the same recipe shares it)")
-    p.add_argument("--quiet", action="store_true")
 
 
 def run_distill_args(args: argparse.Namespace) -> int:
