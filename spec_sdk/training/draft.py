@@ -12,7 +12,6 @@ runs again). Deterministic: batches are drawn from a seeded generator, no dropou
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 
 from spec_sdk.errors import ConfigError
 from spec_sdk.training import data as rollouts
+from spec_sdk.training.loop import lr_at
 from spec_sdk.training.recipe import TrainConfig
 
 REPORT = "distill.json"
@@ -52,14 +52,6 @@ class DraftDistillConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
 
 
-def _lr(config: DraftDistillConfig, step: int) -> float:
-    """Linear warmup, then cosine decay to a tenth of the peak."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
 def agreement(draft: Any, data: rollouts.Rollouts, lm_head: Tensor, batch: int = 50) -> float:
     """How often the draft's greedy token is the target's, over the generated positions."""
     hits = total = 0
@@ -84,7 +76,7 @@ def train_draft(draft: Any, data: rollouts.Rollouts, lm_head: Tensor, config: Dr
     for step in tqdm(range(config.steps), desc="distill draft", disable=not progress, dynamic_ncols=True,
                      mininterval=1.0):
         for group in opt.param_groups:
-            group["lr"] = _lr(config, step)
+            group["lr"] = lr_at(config, step)
         rows = torch.randint(0, len(data), (config.batch_size,), generator=gen)
         tokens = data.tokens[rows].long()
         with torch.no_grad():

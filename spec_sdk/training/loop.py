@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Protocol
 
 import attrs
 import torch
@@ -36,7 +37,18 @@ CKPT = "speculator-ckpt.pt"
 MIN_LR_RATIO = 0.1
 
 
-def lr_at(config: TrainConfig, step: int) -> float:
+class Schedule(Protocol):
+    """What a learning-rate schedule reads (a TrainConfig, a DraftDistillConfig)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def warmup(self) -> int: ...
+    @property
+    def steps(self) -> int: ...
+
+
+def lr_at(config: Schedule, step: int) -> float:
     """Linear warmup, then cosine decay to MIN_LR_RATIO of the peak at the last step."""
     if step < config.warmup:
         return config.lr * (step + 1) / config.warmup
