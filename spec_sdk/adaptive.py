@@ -62,7 +62,7 @@ from spec_sdk.adaptive_state import ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
-from spec_sdk.step import first_chain
+from spec_sdk.types import first_chain
 from spec_sdk.types import Draft
 
 # Before anything is measured: half of each draft position accepted; the forward's cost 5%
@@ -120,6 +120,7 @@ class AdaptivePolicy:
     _decided: int = attrs.field(init=False, default=0)
     _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
     _explorations: int = attrs.field(init=False, default=0)
+    _why: Counter[str] = attrs.field(init=False, factory=Counter)  # explorations asked for, by reason
     _budget: ExploreBudget = attrs.field(init=False)
     _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
@@ -290,16 +291,19 @@ class AdaptivePolicy:
             untimed.sort(key=lambda n: (n not in state.warm, self._learn_tries[(n, state.greedy)]))
         state.timing = bool(untimed)
         if untimed:  # worth one request's try as soon as it is affordable
+            self._why["time" if untimed[0] not in self._propose else "learn"] += 1
             state.exploring = untimed[0]
             self._learn_tries[(untimed[0], state.greedy)] += 1
             return untimed[0], min(4, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
             name = names[state.retries % len(names)]
+            self._why["retry"] += 1
             state.retries += 1
             state.exploring = name
             return name, min(2, self._kmax(name))
         if self.explore and self._rng.random() < self.explore:
             name = self._rng.choice(list(names))
+            self._why["random"] += 1
             state.exploring = name
             return name, self._rng.randint(1, self._kmax(name))
         return None
@@ -480,6 +484,7 @@ class AdaptivePolicy:
             "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
             "realised_tokens_per_step": self._realised / max(self._judged, 1),
             "explorations": self._explorations,
+            "explorations_asked": dict(self._why),  # by reason: time, learn, retry, random
             "exploration_pace": self._budget.scale,
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]

@@ -205,7 +205,7 @@ def sdk_methods(
             skipped[name] = f"cannot build: {exc}"
             continue
         methods.append(Method(f"{name} k={k}", {name: options}, k))
-    return methods + cascades(methods, k), skipped
+    return methods, skipped
 
 
 def sweep_methods(methods: Sequence[Method], ks: Sequence[int]) -> list[Method]:
@@ -234,15 +234,16 @@ def adaptive_method(methods: Sequence[Method], max_k: int = 8) -> Method | None:
 
 
 def _with_extras(methods: list[Method], config: WorkloadBenchConfig) -> list[Method]:
-    extra = sweep_methods(methods, config.sweep)
+    extra = sweep_methods(methods, config.sweep) + cascades(methods, config.k, sweep=config.sweep)
     adaptive = adaptive_method(methods, max((config.k, *config.sweep))) if config.adaptive else None
     return methods + extra + ([adaptive] if adaptive is not None else [])
 
 
-def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix") -> list[Method]:
+def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix", sweep: Sequence[int] = ()) -> list[Method]:
     """Arctic Inference's combination: the cheap proposer's draft when it scores at least
-    `k`, else the other proposer's — one cascade per other proposer; and each again with the
-    bar measured (what the other proposer's drafts really get accepted)."""
+    `k`, else the other proposer's -- one cascade per other proposer; and each with the rate
+    bar (the cheap draft when its step is expected to emit tokens as fast as the other's
+    steps do, all measured), at `k` and at every draft length of `sweep`, as the singles are."""
     first = next((m for m in methods if cheap in m.proposers), None)
     if first is None:
         return []
@@ -253,9 +254,10 @@ def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix") -> list[M
         (other,) = m.proposers
         both = {**first.proposers, **m.proposers}
         out.append(Method(f"cascade {cheap}>{other} k={k}", both, k, policy=CascadePolicy((cheap, other), k)))
-        # learns: a fresh policy per engine
-        out.append(Method(f"cascade {cheap}>{other} measured k={k}", both, k,
-                          policy_factory=lambda o=other: CascadePolicy((cheap, o), k, threshold="measured")))
+        for kk in dict.fromkeys((k, *sweep)):
+            # learns: a fresh policy per engine
+            out.append(Method(f"cascade {cheap}>{other} rate k={kk}", both, kk,
+                              policy_factory=lambda o=other, kk=kk: CascadePolicy((cheap, o), kk, threshold="rate")))
     return out
 
 

@@ -8,9 +8,10 @@ from typing import Final, Literal, Protocol, runtime_checkable
 
 import attrs
 
+from spec_sdk.cascade_rate import Asked, StageRates
 from spec_sdk.errors import ConfigError
 from spec_sdk.proposers.base import RequestView
-from spec_sdk.types import Draft
+from spec_sdk.types import Draft, first_chain
 
 
 class _Defer(enum.Enum):
@@ -114,21 +115,30 @@ class CascadePolicy:
     decayed mean over its verified drafts (the default bar until `MEASURED_AFTER` of them):
     a cheap draft expected to do as well as the model does *here* is taken, and the model's
     call saved -- where the model drafts poorly, the bar falls with it.
+
+    `threshold="rate"`: the cheap draft is taken when the step it makes is expected to emit
+    tokens at least as fast as the steps that used the next stage's drafts, its call included
+    -- what each stage's steps really cost and emit, and how the cheap stage's scores compare
+    with what it gets accepted, all measured (spec_sdk.cascade_rate; the default bar until
+    both sides were seen `RATE_AFTER` times, greedy and sampled requests apart).
     """
 
     stages: Sequence[str]
     k: int | Sequence[int] = 4
-    threshold: float | Literal["measured"] | None = None
+    threshold: float | Literal["measured", "rate"] | None = None
     # per later stage: [decayed accepted tokens, decayed drafts, drafts]; learning state, not identity
     _measured: dict[str, list[float]] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    _rates: StageRates = attrs.field(init=False, eq=False, repr=False)
+    _asked: dict[str, Asked] = attrs.field(factory=dict, init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         if not self.stages:
             raise ConfigError("a cascade needs at least one proposer")
         if not isinstance(self.k, int) and len(self.k) != len(self.stages):
             raise ConfigError("give one k per stage, or a single k")
-        if isinstance(self.threshold, str) and self.threshold != "measured":
-            raise ConfigError(f"threshold must be a number, 'measured' or None, got {self.threshold!r}")
+        if isinstance(self.threshold, str) and self.threshold not in ("measured", "rate"):
+            raise ConfigError(f"threshold must be a number, 'measured', 'rate' or None, got {self.threshold!r}")
+        object.__setattr__(self, "_rates", StageRates(tuple(self.stages)))
 
     def _budgets(self) -> list[int]:
         return [self.k] * len(self.stages) if isinstance(self.k, int) else list(self.k)
@@ -142,28 +152,56 @@ class CascadePolicy:
         latest = asked[-1]
         later = [name for name in self.stages[self.stages.index(latest) + 1 :] if budgets[name] > 0]
         draft = drafts[latest]
+        greedy = req is None or req.params.greedy
         if later:
-            bar = self._bar(later[0], budgets[later[0]])
+            bar = self._bar(later[0], budgets[later[0]], latest, greedy)
             if draft is not None and draft.score >= bar:
-                return draft
+                return self._took(req, drafts, draft, greedy)
             return DEFER
-        if draft is not None:
-            # scores of different proposers are not on one scale: comparing them across stages
-            # measured worse than trusting the stage the bar sent us to (docs/benchmarks.md)
-            return draft
-        candidates = [d for d in drafts.values() if d is not None]
-        return max(candidates, key=lambda d: d.score, default=None)
+        if draft is None:
+            candidates = [d for d in drafts.values() if d is not None]
+            draft = max(candidates, key=lambda d: d.score, default=None)
+        # else: scores of different proposers are not on one scale: comparing them across
+        # stages measured worse than trusting the stage the bar sent us to (docs/benchmarks.md)
+        return self._took(req, drafts, draft, greedy)
 
-    def _bar(self, stage: str, budget: int) -> float:
+    def _took(self, req: RequestView | None, drafts: Mapping[str, Draft | None], draft: Draft | None,
+              greedy: bool) -> Draft | None:
+        """The step's decision; with the rate bar, what was asked is kept for `feedback`."""
+        if self.threshold == "rate" and req is not None:
+            chosen = next((n for n, d in drafts.items() if d is draft and d is not None), None)
+            self._asked[req.id] = Asked(greedy, {
+                n: None if d is None else (first_chain(d).tokens, d.score, d.probs is not None)
+                for n, d in drafts.items()}, chosen)
+        return draft
+
+    def _bar(self, stage: str, budget: int, cheap: str, greedy: bool) -> float:
         if isinstance(self.threshold, (int, float)):
             return float(self.threshold)
+        if self.threshold == "rate":
+            bar = self._rates.bar(cheap, stage, greedy)
+            return float(budget) if bar is None else bar
         seen = self._measured.get(stage)
         if self.threshold == "measured" and seen is not None and seen[2] >= MEASURED_AFTER:
             return seen[0] / seen[1]
         return float(budget)
 
+    def report(self) -> dict[str, object]:
+        """What the bar is made of (the engine's metrics show it): with `"rate"`, per stage its
+        steps' tokens per second, a step's seconds when stopping there, accepted per score."""
+        if self.threshold == "rate":
+            return {"threshold": "rate", "stages": self._rates.report()}
+        if self.threshold == "measured":
+            return {"threshold": "measured", "bars": {n: s[0] / s[1] for n, s in self._measured.items() if s[1]}}
+        return {"threshold": self.threshold}
+
     def feedback(self, fb: StepFeedback) -> None:
-        """With `threshold="measured"`: the accepted tokens of each later stage's drafts."""
+        """With `threshold="measured"`: the accepted tokens of each later stage's drafts; with
+        `"rate"`: what each stage's steps cost and emitted, and the cheap stages' acceptance."""
+        if self.threshold == "rate":
+            self._rates.observe(fb, self._asked)
+            self._asked.clear()
+            return
         if self.threshold != "measured":
             return
         for o in fb.outcomes:

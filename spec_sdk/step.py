@@ -17,29 +17,10 @@ from spec_sdk.backends.base import ScoreItem, TargetModel
 from spec_sdk.policy import DEFER, Load, Outcome, Policy, StepFeedback
 from spec_sdk.proposers.base import Proposer
 from spec_sdk.request import Request
-from spec_sdk.types import Draft, SpecStats, StepTimes, TokenChunk
+from spec_sdk.types import Draft, SpecStats, StepTimes, TokenChunk, first_chain
 from spec_sdk.verify import verify_batch
 
 log = logging.getLogger("spec_sdk")
-
-
-def first_chain(draft: Draft) -> Draft:
-    """The chain that follows each node's first child: what a chain-only backend can verify."""
-    if draft.is_chain:
-        return draft
-    assert draft.parents is not None
-    keep = []
-    want = -1
-    for i, p in enumerate(draft.parents):
-        if p == want:
-            keep.append(i)
-            want = i
-    return Draft(
-        tokens=[draft.tokens[i] for i in keep],
-        probs=None if draft.probs is None else draft.probs[keep],
-        score=draft.score,
-        source=draft.source,
-    )
 
 
 def draft_problem(draft: Draft, budget: int, vocab_size: int) -> str | None:

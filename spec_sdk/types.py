@@ -129,6 +129,25 @@ class Draft:
         )
 
 
+def first_chain(draft: Draft) -> Draft:
+    """The chain that follows each node's first child: what a chain-only backend can verify."""
+    if draft.is_chain:
+        return draft
+    assert draft.parents is not None
+    keep = []
+    want = -1
+    for i, p in enumerate(draft.parents):
+        if p == want:
+            keep.append(i)
+            want = i
+    return Draft(
+        tokens=[draft.tokens[i] for i in keep],
+        probs=None if draft.probs is None else draft.probs[keep],
+        score=draft.score,
+        source=draft.source,
+    )
+
+
 @attrs.frozen
 class Verdict:
     """What verification decided: the accepted draft nodes (`path`, root to leaf) and the

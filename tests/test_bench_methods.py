@@ -27,13 +27,16 @@ def test_adaptive_method_gets_every_single_proposer_and_a_fresh_policy_each_time
     assert adaptive_method([Method("x", {"ngram": {}}, 4, policy=FixedPolicy("ngram"))]) is None
 
 
-def test_cascades_come_with_the_reference_bar_and_a_measured_one() -> None:
+def test_cascades_come_with_the_reference_bar_and_the_rate_bar_at_every_k() -> None:
     from spec_sdk.policy import CascadePolicy
 
-    cas = cascades(_methods(), 4)
-    assert [m.name for m in cas] == ["cascade suffix>ngram k=4", "cascade suffix>ngram measured k=4"]
-    reference, measured = cas
+    cas = cascades(_methods(), 4, sweep=(2, 4, 8))
+    assert [(m.name, m.k) for m in cas] == [
+        ("cascade suffix>ngram k=4", 4), ("cascade suffix>ngram rate k=4", 4),
+        ("cascade suffix>ngram rate k=2", 2), ("cascade suffix>ngram rate k=8", 8)]
+    reference, rate4, _, rate8 = cas
     assert reference.policy == CascadePolicy(("suffix", "ngram"), 4)
-    assert measured.policy is None and measured.policy_factory is not None
-    a, b = measured.policy_factory(), measured.policy_factory()
-    assert a is not b and isinstance(a, CascadePolicy) and a.threshold == "measured" and a.stages == ("suffix", "ngram")
+    assert rate4.policy is None and rate4.policy_factory is not None
+    a, b = rate4.policy_factory(), rate4.policy_factory()
+    assert a is not b and isinstance(a, CascadePolicy) and a.threshold == "rate" and a.stages == ("suffix", "ngram")
+    assert a.k == 4 and rate8.policy_factory is not None and rate8.policy_factory().k == 8

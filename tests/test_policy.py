@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from spec_sdk import CascadePolicy, Draft, FixedPolicy, Load, SamplingParams, SpecEngine
 from spec_sdk.errors import ConfigError
+from spec_sdk.cascade_rate import RATE_AFTER
 from spec_sdk.policy import DEFER, MEASURED_AFTER, Outcome, StepFeedback
 from spec_sdk.proposers.ngram import NgramProposer
 from spec_sdk.testing import (
@@ -91,6 +92,71 @@ def test_cascade_measured_bar_follows_what_the_model_stage_gets_accepted():
         CascadePolicy(("a", "b"), threshold="learned")  # type: ignore[arg-type]
 
 
+def _view(rid: str, greedy: bool = True):
+    from spec_sdk.proposers.base import RequestView
+    from spec_sdk.types import SpecStats
+
+    params = SamplingParams() if greedy else SamplingParams(temperature=0.8)
+    return RequestView(rid, [1, 2, 3], 3, params, SpecStats())
+
+
+def _rate_step(policy: CascadePolicy, view, cheap: Draft, model: Draft | None, emitted: tuple[int, ...],
+               cheap_s: float, model_s: float, score_s: float = 0.010) -> None:
+    """One step of one request through the cascade: it decides, then hears what the step cost."""
+    got = policy.choose(view, {"cheap": cheap})
+    asked = {"cheap": cheap_s}
+    if got is DEFER:
+        got = policy.choose(view, {"cheap": cheap, "model": model})
+        asked["model"] = model_s
+    source = "cheap" if got is cheap else "model"
+    accepted = len(emitted) - 1
+    policy.feedback(StepFeedback(1, len(got), score_s, 0.0, asked, {n: (1, 4) for n in asked},
+                                 [Outcome(view.id, source, len(got), accepted, len(emitted), view.params.greedy,
+                                          emitted)]))
+
+
+def test_cascade_rate_bar_weighs_what_the_model_stage_costs():
+    """A model stage that accepts 3 tokens but costs three forwards is beaten by a cheap draft
+    that really gets ~1.5 accepted; made cheap, the same model stage wins again."""
+    view = _view("r")
+    cheap = Draft(tokens=[5, 6, 8, 8], score=1.5)  # matches the first two emitted tokens below
+    model = Draft(tokens=[5, 6, 7, 9], score=3.0)
+    emitted = (5, 6, 7, 1)  # the model's draft: 3 accepted, and the correction
+
+    dear = CascadePolicy(("cheap", "model"), k=4, threshold="rate")
+    assert dear.choose(view, {"cheap": cheap}) is DEFER  # the default bar (k = 4) until measured
+    for _ in range(RATE_AFTER):
+        _rate_step(dear, view, cheap, model, emitted, cheap_s=0.0001, model_s=0.030)
+    # cheap: (1 + 2/1.5 * 1.5) / 0.0101 s ~ 297 tok/s; model: 4 / 0.0401 s ~ 100 tok/s
+    assert dear.choose(view, {"cheap": cheap}) is cheap
+    report = dear.report()["stages"]
+    assert report["cheap"]["accepted_per_score"] == pytest.approx(2 / 1.5)  # learned in hindsight
+    assert report["model"]["tokens_per_second"] == pytest.approx(4 / 0.0401)
+
+    cheap_model = CascadePolicy(("cheap", "model"), k=4, threshold="rate")
+    for _ in range(RATE_AFTER):
+        _rate_step(cheap_model, view, cheap, model, emitted, cheap_s=0.0001, model_s=0.0005)
+    assert cheap_model.choose(view, {"cheap": cheap}) is DEFER  # ~380 tok/s beats ~297
+
+    # greedy and sampled requests are learned apart: a sampled request is on the default bar still
+    assert dear.choose(_view("s", greedy=False), {"cheap": cheap}) is DEFER
+
+
+def test_cascade_rate_bar_learns_from_the_cheap_stage_s_own_steps():
+    """Once the cheap draft is taken, its verified outcomes calibrate its score: one that
+    scores high but gets nothing accepted loses the bar again."""
+    view = _view("r")
+    policy = CascadePolicy(("cheap", "model"), k=4, threshold="rate")
+    liar = Draft(tokens=[5, 6, 7, 8], score=1.5)
+    for _ in range(RATE_AFTER):
+        _rate_step(policy, view, liar, Draft(tokens=[5, 6, 7, 9], score=3.0), (5, 6, 7, 1), 0.0001, 0.030)
+    assert policy.choose(view, {"cheap": liar}) is liar
+    for _ in range(300):  # taken each time; the target rejects its first token every time
+        _rate_step(policy, view, liar, None, (9,), 0.0001, 0.030)
+    assert policy.report()["stages"]["cheap"]["accepted_per_score"] < 0.05
+    assert policy.choose(view, {"cheap": liar}) is DEFER
+
+
 @settings(max_examples=25, deadline=None)
 @given(batch=st.lists(prompts(6, max_len=16), min_size=1, max_size=4), n_new=st.integers(1, 30))
 def test_cascade_with_measured_bar_is_lossless_greedy(batch, n_new):
@@ -162,7 +228,7 @@ def test_bench_builds_a_cascade_per_other_proposer():
     from spec_sdk.bench import Method, cascades
 
     methods = [Method("suffix k=4", {"suffix": {"tree": False}}, 4), Method("ngram k=4", {"ngram": {}}, 4)]
-    cascade, measured = cascades(methods, 4)  # the reference bar, and the measured one
-    assert cascade.proposers == measured.proposers == {"suffix": {"tree": False}, "ngram": {}}
+    cascade, rate = cascades(methods, 4)  # the reference bar, and the rate bar
+    assert cascade.proposers == rate.proposers == {"suffix": {"tree": False}, "ngram": {}}
     assert cascade.policy == CascadePolicy(("suffix", "ngram"), 4)
     assert cascades(methods[1:], 4) == []
