@@ -57,6 +57,7 @@ from typing import Any, Literal
 import attrs
 
 from spec_sdk.errors import ConfigError
+from spec_sdk.adaptive_hand import HandJudge
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
@@ -120,7 +121,7 @@ class AdaptivePolicy:
     _decided: int = attrs.field(init=False, default=0)
     _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
     _explorations: int = attrs.field(init=False, default=0)
-    _why: Counter[str] = attrs.field(init=False, factory=Counter)  # explorations asked for, by reason
+    _why: Counter[str] = attrs.field(init=False, factory=Counter)  # explorations run, by reason
     _budget: ExploreBudget = attrs.field(init=False)
     _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
@@ -130,6 +131,10 @@ class AdaptivePolicy:
     # (per proposer: one whose estimates run high must not drag down the others')
     _cal_real: dict[str, float] = attrs.field(init=False, factory=dict)
     _cal_est: dict[str, float] = attrs.field(init=False, factory=dict)
+    # the cheap drafts in hand, judged by their scores (spec_sdk.adaptive_hand)
+    _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
+    _drafting: set[str] = attrs.field(init=False, factory=set)  # requests whose drafts are in this forward
+    _batch: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -156,17 +161,21 @@ class AdaptivePolicy:
         `_REFRESH` requests a step: a big batch's requests change little from one step to the
         next, and recomputing all of them every step cost more than the decision itself."""
         priors: dict[tuple[str, bool], list[float]] = {}
-        for n in names:
-            for greedy in {s.greedy for s in states}:
+
+        def prior_of(n: str, greedy: bool) -> list[float]:
+            if (n, greedy) not in priors:
                 pooled = self._global.get((n, greedy))
                 k = self._kmax(n)
                 priors[(n, greedy)] = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
-        every = max(1, -(-len(states) // _REFRESH))
+            return priors[(n, greedy)]
+
+        # at least every other step: one step's outcome moves the decayed estimates little
+        every = max(2, -(-len(states) // _REFRESH))
         cals = {n: self.calibration(n) for n in names}
         for i, s in enumerate(states):
             if len(s.expected) < len(names) or (self._step + i) % every == 0:
                 for n in names:
-                    prior = priors[(n, s.greedy)]
+                    prior = prior_of(n, s.greedy)
                     own = s.acceptance.get(n)
                     s.expected[n] = expected_tokens(own.rates(len(prior), prior) if own is not None else prior)
                 s.calibrated_with = {}
@@ -187,12 +196,13 @@ class AdaptivePolicy:
         self._step += 1
         names = [n for n in (self.proposers if self.proposers is not None else proposers) if n in proposers]
         self._decisions = {}
+        self._drafting, self._batch = set(), len(reqs)
         if not names or not reqs:
             return
         states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
         self._learning.update((n, g) for n in names for g in {s.greedy for s in states})
         for s, r in zip(states, reqs):
-            s.shadows, s.shadow_drafts, s.asked, s.probe = (), {}, (), None
+            s.shadows, s.shadow_drafts, s.asked, s.probe, s.held = (), {}, (), None, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
         if self._score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
@@ -219,7 +229,9 @@ class AdaptivePolicy:
             # hindsight, never verified -- for greedy decoding the same knowledge, without the
             # draft tokens in the forward. A sampled one must verify: acceptance there is not a match.
             # ...unless the cost of a draft token was never measured: only a verified draft can.
-            shadow = states[i].greedy and self._score.drafted_steps >= _MEASURE_DRAFTS
+            # A first timed call teaches its cost only: in the shadow for a sampled request too.
+            shadow = ((states[i].greedy or states[i].why == "time")
+                      and self._score.drafted_steps >= _MEASURE_DRAFTS)
             cost = (0.0 if name in used else self._call_cost(name))
             if not shadow and not forced:
                 cost += first_draft  # the first draft in this forward makes it a forward with drafts
@@ -240,6 +252,12 @@ class AdaptivePolicy:
                     unaffordable.add(name)
                 continue  # not affordable now; a due retry stays due
             used.add(name)
+            # what was afforded is a try: a learning try that did not fit is not one
+            self._why[states[i].why] += 1
+            if states[i].timing:
+                self._learn_tries[(name, states[i].greedy)] += 1
+            if states[i].why == "retry":
+                states[i].retries += 1
             if shadow:
                 states[i].probe = name
             else:
@@ -257,6 +275,7 @@ class AdaptivePolicy:
             estimate = gains[name][i][k] if name is not None and i not in forced else None
             self._decide(r.id, s, name, k, estimate)
         self._pick_shadows(states, choice, timed)
+        self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
         for s, (name, _) in zip(states, choice):
             if s.probe is not None and s.probe != name and s.probe not in s.shadows:
                 s.shadows += (s.probe,)
@@ -291,22 +310,32 @@ class AdaptivePolicy:
             untimed.sort(key=lambda n: (n not in state.warm, self._learn_tries[(n, state.greedy)]))
         state.timing = bool(untimed)
         if untimed:  # worth one request's try as soon as it is affordable
-            self._why["time" if untimed[0] not in self._propose else "learn"] += 1
             state.exploring = untimed[0]
-            self._learn_tries[(untimed[0], state.greedy)] += 1
+            state.why = "time" if untimed[0] not in self._propose else "learn"
             return untimed[0], min(4, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
-            name = names[state.retries % len(names)]
-            self._why["retry"] += 1
-            state.retries += 1
-            state.exploring = name
+            # only proposers the shadow does not keep measuring for every request are retried:
+            # a cheap one's acceptance for this request is current anyway
+            dear = [n for n in names if n not in used and self._call_cost(n) > _SHADOW_SHARE * self._last_step]
+            if not dear:
+                state.retry_at = 0  # nothing to retry; rescheduled while it does not speculate
+                return None
+            name = dear[state.retries % len(dear)]
+            state.exploring, state.why = name, "retry"
             return name, min(2, self._kmax(name))
         if self.explore and self._rng.random() < self.explore:
             name = self._rng.choice(list(names))
-            self._why["random"] += 1
-            state.exploring = name
+            state.exploring, state.why = name, "random"
             return name, self._rng.randint(1, self._kmax(name))
         return None
+
+    def _pooled(self, name: str, greedy: bool, k: int) -> list[float] | None:
+        """`name`'s acceptance of positions 0..k-1 over all requests of this kind; None while
+        it rests on fewer than _LEARN_DRAFTS drafts."""
+        pooled = self._global.get((name, greedy))
+        if pooled is None or pooled.weight < _LEARN_DRAFTS:
+            return None
+        return pooled.rates(k, _PRIOR_ACCEPT)
 
     def _to_learn(self, name: str, greedy: bool) -> bool:
         """Whether `name` is still to be learned for greedy (sampled) requests: its pooled
@@ -352,18 +381,57 @@ class AdaptivePolicy:
         return out
 
     def choose(self, req: RequestView, drafts: Mapping[str, Draft | None]) -> Draft | None | Literal[_Defer.DEFER]:
-        name, _, _ = self._decisions.get(req.id, (None, 0, 1.0))
+        name, k, estimate = self._decisions.get(req.id, (None, 0, 1.0))
         state = self._requests.get(req.id)
-        if state is not None:
-            for n in state.shadows:
-                d = drafts.get(n)
-                if d is not None and n not in state.shadow_drafts:
-                    state.shadow_drafts[n] = first_chain(d).tokens
-        if name is not None:
-            return drafts[name] if name in drafts else DEFER  # asked last, after the shadows
-        if state is not None and any(n not in drafts for n in state.shadows):
-            return DEFER  # shadows still to be asked (past the plan's end, DEFER means no draft)
-        return None
+        if state is None:
+            return drafts.get(name) if name is not None else None
+        for n in state.shadows:
+            d = drafts.get(n)
+            if d is not None and n not in state.shadow_drafts:
+                state.shadow_drafts[n] = first_chain(d).tokens
+        if any(n not in drafts for n in state.shadows):
+            return DEFER  # shadows first (past the plan's end, DEFER means no draft)
+        HandJudge.hold(drafts, state.held)
+        if self._score is None or (name is not None and state.exploring == name):
+            # nothing measured yet, or an exploration: verified to learn, whatever it drafts
+            return (drafts[name] if name in drafts else DEFER) if name is not None else None
+        a, b, per_token, once = self._score.coef
+        size = max(self._batch, 1)
+        rate = size / max(a + b * size + (self._other or 0.0), 1e-9)  # the batch's quiet rate
+        # the forward's once-per-forward draft cost is this request's only if no other drafts
+        once = 0.0 if self._drafting - {req.id} else once
+        got = self._hand.pick(drafts, state.greedy, lambda n, kk: self._pooled(n, state.greedy, kk),
+                              per_token, once, rate)
+        if name is not None and name not in drafts:
+            # The plan's proposer is still to be asked (a dear one: shadows come first). Its call
+            # is saved when a draft in hand is worth more than its draft is expected to be.
+            if got is None or got[0] is None:
+                return DEFER
+            gain = max(estimate - 1.0, 0.0)  # the plan's calibrated estimate
+            if got[2] < gain - rate * (per_token * k + once + self._call_cost(name)):
+                return DEFER
+            self._hand.saved += 1
+            return self._take(req.id, drafts, got[0], got[1], name)
+        planned = drafts[name] if name is not None else None
+        if got is None:
+            return planned  # nothing known of these drafts' scores yet
+        self._hand.count(got[0], got[1], name, len(planned) if planned is not None else 0)
+        return self._take(req.id, drafts, got[0], got[1], name)
+
+    def _take(self, rid: str, drafts: Mapping[str, Draft | None], pick: str | None, k: int,
+              planned: str | None) -> Draft | None:
+        """`pick`'s draft cut to `k` tokens (None: no draft), the decision recorded to match."""
+        chosen = drafts.get(pick) if pick is not None else None
+        if chosen is None or k == 0:
+            self._decisions[rid] = (None, 0, 1.0)
+            self._drafting.discard(rid)
+            return None
+        if pick != planned or k != len(chosen):  # no plan estimate: kept out of the calibration
+            self._decisions[rid] = (pick, k, 0.0)
+        self._drafting.add(rid)
+        cut = chosen.truncated(k)
+        # the engine tells a cut draft's proposer by its source
+        return cut if cut is chosen or cut.source == pick else attrs.evolve(cut, source=pick)
 
     def feedback(self, fb: StepFeedback) -> None:
         step_seconds = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
@@ -381,10 +449,14 @@ class AdaptivePolicy:
         self._last_step = step_seconds
         # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
         learning = any(self._to_learn(n, g) for n, g in self._learning)
-        self._budget.earn(step_seconds, _LEARN_BOOST if learning else 1.0)
-        batch_rate = sum(o.emitted for o in fb.outcomes) / max(step_seconds, 1e-9)
+        emitted = sum(o.emitted for o in fb.outcomes)
+        batch_rate = emitted / max(step_seconds, 1e-9)
         self._score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
         self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
+        # what these tokens would have taken without drafts: a quiet step emits one per request
+        quiet = self._score.predict(fb.batch_size, 0) + self._other
+        saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
+        self._budget.earn(step_seconds, _LEARN_BOOST if learning else 1.0, saved)
         for name, seconds in fb.propose_seconds.items():
             n, k = fb.asked.get(name, (1, 1))
             model = self._propose.get(name)
@@ -429,7 +501,11 @@ class AdaptivePolicy:
                 state.acceptance.setdefault(o.proposer, Acceptance()).add(o.drafted, o.accepted, asked)
                 self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995)).add(
                     o.drafted, o.accepted, asked)
+            self._hand.learn(state.held, state.greedy, o.proposer if o.drafted else None, o.drafted, o.accepted,
+                             o.tokens)
             for n, draft in state.shadow_drafts.items():
+                if state.held.get(n, ((), 0.0, False))[2]:
+                    continue  # a sampled draft: a match is not acceptance (a timing probe's)
                 matched = self._hindsight(state, n, draft, o, self._kmax(n))
                 if n == state.probe:
                     self._explored(state, n, len(draft), matched, batch_rate)
@@ -484,12 +560,14 @@ class AdaptivePolicy:
             "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
             "realised_tokens_per_step": self._realised / max(self._judged, 1),
             "explorations": self._explorations,
-            "explorations_asked": dict(self._why),  # by reason: time, learn, retry, random
+            "explorations_by_reason": dict(self._why),  # time (first timed call), learn, retry, random
             "exploration_pace": self._budget.scale,
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},
             "calibration": {n: round(self.calibration(n), 3) for n in self._cal_est},
+            # cheap drafts judged in hand: plan's draft kept, another taken, dropped; score calibration
+            "in_hand": self._hand.report(),
             "score_cost": list(self._score.coef) if self._score is not None else None,
             "propose_cost": {n: list(m.coef) for n, m in self._propose.items()},
             "cold_call_cost": dict(self._cold),

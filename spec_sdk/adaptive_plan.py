@@ -86,7 +86,8 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
     first_draft, batch.first_draft = batch.first_draft, 0.0
     for i, (name, k) in enumerate(choice):
         batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
-    for _ in range(2 if len(choice) <= 16 else 1):  # a big batch: one round is close enough
+    # a big batch: one round is close enough; a lone request's second round would see the same
+    for _ in range(2 if 1 < len(choice) <= 16 else 1):
         for i in range(len(choice)):
             if i in forced:
                 continue

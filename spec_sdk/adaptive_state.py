@@ -1,8 +1,10 @@
 """The adaptive policy's bookkeeping: what it knows of each request, and its exploration budget.
 
-Exploring is paid from a budget of time: each step earns `explore` of its own duration as
-credit (faster while a proposer is still to be learned), capped at a few steps' worth so a long
-quiet spell does not turn into a burst; an exploration runs only when its estimated cost fits.
+Exploring is paid from a budget of time: each step earns `explore` of the time its speculation
+saved plus of a quarter of its own duration as credit (`explore` of its whole duration, times a
+boost, while a proposer is still to be learned), capped at a few steps' worth so a long quiet
+spell does not turn into a burst; an exploration runs only when its estimated cost fits. Where
+nothing pays, exploring so costs about a quarter of `explore`: it never makes a user much slower.
 Explorations that keep finding nothing that would have paid (a loaded machine, a workload no
 proposer helps) slow the pace by a fifth each, down to 1/16; one that would have doubles it.
 """
@@ -17,6 +19,8 @@ from spec_sdk.estimators import Acceptance
 CREDIT_STEPS = 4.0
 # the slowest exploration pace, as a share of `explore`
 MIN_EXPLORE_SCALE = 1.0 / 16
+# once learned, a step earns credit on this share of its time besides the time it saved
+FLOOR_SHARE = 0.25
 
 
 @attrs.define
@@ -27,12 +31,14 @@ class RequestState:
     retry_gap: int = 0
     retries: int = 0  # round-robin over proposers
     exploring: str | None = None
+    why: str = ""  # the exploration's reason: time, learn, retry, random
     timing: bool = False  # the exploration times or first learns a proposer: not judged on its draft
     expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
     calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
     calibrated_with: dict[str, float] = attrs.field(factory=dict)
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
     shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
+    held: dict[str, tuple[tuple[int, ...], float, bool]] = attrs.field(factory=dict)  # drafts in hand
     asked: tuple[str, ...] = ()  # the proposers asked for it this step
     probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
     room: int = 0  # tokens it may still produce
@@ -48,12 +54,20 @@ class ExploreBudget:
     scale: float = 1.0  # of `explore`, by how explorations went
     started: bool = False
 
-    def earn(self, step_seconds: float, boost: float = 1.0) -> None:
+    def earn(self, step_seconds: float, boost: float = 1.0, saved: float | None = None) -> None:
         """A step of `step_seconds` ran; the first one endows a few steps' worth at once,
-        enough to try each proposer soon."""
+        enough to try each proposer soon.
+
+        `saved`: the seconds this step's speculation saved against decoding its tokens without
+        drafts. Given, and not learning (`boost` 1), a step earns `explore` of what it saved
+        plus of `FLOOR_SHARE` of its time: exploring is paid mostly out of what speculation
+        wins, so where nothing pays it costs a fraction of `explore` (the floor keeps it alive,
+        slowly, for when something starts to pay); where speculation doubles the speed, about
+        `explore` of the time, as before. While learning, `boost` times `explore` of the time."""
         if not self.started:
             self.credit, self.started = CREDIT_STEPS * step_seconds, True
-        self.credit = min(self.credit + boost * self.explore * self.scale * step_seconds, CREDIT_STEPS * step_seconds)
+        base = step_seconds if saved is None or boost > 1.0 else min(saved + FLOOR_SHARE * step_seconds, step_seconds)
+        self.credit = min(self.credit + boost * self.explore * self.scale * base, CREDIT_STEPS * step_seconds)
 
     def afford(self, cost: float) -> bool:
         """Spend `cost` seconds if there is that much credit."""

@@ -7,6 +7,9 @@ from collections.abc import Sequence
 
 import attrs
 
+# Fits are refitted at most this often (in samples) once warm: see CostModel.coef, ScoreFit.coef.
+REFIT_EVERY = 8
+
 
 @attrs.define
 class Acceptance:
@@ -91,6 +94,7 @@ class CostModel:
     _p_xtx: list[list[float]] = attrs.field(init=False)
     _p_xty: list[float] = attrs.field(init=False)
     _coef: tuple[float, ...] | None = attrs.field(init=False, default=None)
+    _since: int = attrs.field(init=False, default=0)  # adds since the last fit
     samples: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
@@ -111,13 +115,19 @@ class CostModel:
                 row[j] *= d
         self._xty = [v * d for v in self._xty]
         _accumulate(self._xtx, self._xty, features, seconds, 1.0)
-        self._coef = None
+        self._since += 1
         self.samples += 1
+        if self.samples <= REFIT_EVERY:
+            self._coef = None
 
     @property
     def coef(self) -> tuple[float, ...]:
-        """θ, each >= 0 (no cost is negative; a fit that says so is noise)."""
-        if self._coef is None:
+        """θ, each >= 0 (no cost is negative; a fit that says so is noise). Refitted while the
+        first `REFIT_EVERY` samples come in, then once every `REFIT_EVERY`: one sample moves a
+        decayed fit little, and refitting every proposer's on every step was a tenth of the
+        policy's time."""
+        if self._coef is None or self._since >= REFIT_EVERY:
+            self._since = 0
             a = [[x + p for x, p in zip(r, pr)] for r, pr in zip(self._xtx, self._p_xtx)]
             b = [x + p for x, p in zip(self._xty, self._p_xty)]
             self._coef = tuple(max(0.0, v) for v in _solve(a, b))
@@ -187,6 +197,7 @@ class ScoreFit:
     _buckets: dict[tuple[int, int], list[float]] = attrs.field(init=False, factory=dict)  # -> [mean, weight, step]
     _step: int = attrs.field(init=False, default=0)
     _coef: tuple[float, float, float, float] | None = attrs.field(init=False, default=None)
+    _since: int = attrs.field(init=False, default=0)  # adds to known pairs since the last fit
     drafted_steps: int = attrs.field(init=False, default=0)  # forwards with draft tokens measured
 
     def add(self, requests: int, drafts: int, seconds: float) -> None:
@@ -198,16 +209,19 @@ class ScoreFit:
             if len(self._buckets) >= self.max_points:  # forget the stalest pair
                 del self._buckets[min(self._buckets, key=lambda t: self._buckets[t][2])]
             self._buckets[key] = [seconds, 1.0, float(self._step)]
+            self._coef = None  # a new pair is new information: refit at once
         else:
             b[1] = b[1] * self.decay + 1.0
             b[0] += (seconds - b[0]) / b[1]
             b[2] = float(self._step)
-        self._coef = None
+            self._since += 1
 
     @property
     def coef(self) -> tuple[float, float, float, float]:
-        """(a, b, c, e), each >= 0."""
-        if self._coef is None:
+        """(a, b, c, e), each >= 0; refitted at once when a new (requests, draft tokens) pair
+        came in, else once every `REFIT_EVERY` steps (a known pair's mean moves slowly)."""
+        if self._coef is None or self._since >= REFIT_EVERY:
+            self._since = 0
             xtx = [[1e-12 if i == j else 0.0 for j in range(4)] for i in range(4)]
             xty = [0.0] * 4
             for r, d, y in self.prior:
@@ -242,3 +256,4 @@ def _nonnegative_solve(a: list[list[float]], b: list[float]) -> list[float]:
                 out[i] = max(v, 0.0)
             return out
         free = [i for i, v in zip(free, x) if v >= 0.0] or free[:1]
+

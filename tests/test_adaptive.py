@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spec_sdk import SamplingParams
-from spec_sdk.adaptive import AdaptivePolicy
+from spec_sdk.adaptive import _LEARN_DRAFTS, AdaptivePolicy
 from spec_sdk.errors import ConfigError
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
 from spec_sdk.policy import Load, Outcome, StepFeedback
@@ -165,12 +165,13 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
                 asked[n] = (m + 1, max(kmax, k))
                 seconds[n] = propose[n]
             picked = policy.choose(v, drafts)
-            name = next((n for n, d in drafts.items() if d is picked), None)
-            k = len(drafts[name]) if name is not None else 0
+            # as the engine does: by identity, else by source (a draft the policy cut to length)
+            name = next((n for n, d in drafts.items() if d is picked), getattr(picked, "source", None) or None)
+            k = len(picked) if name is not None and picked is not None else 0
             decisions[(name, k)] += 1
             accepted = 0
             if name is not None:
-                while accepted < k and drafts[name].tokens[accepted] == truth[accepted]:
+                while accepted < k and picked.tokens[accepted] == truth[accepted]:
                     accepted += 1
                 drafted_total += k
             outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, greedy, tuple(truth[: accepted + 1])))
@@ -233,13 +234,18 @@ def test_a_dear_proposer_is_tried_until_its_acceptance_for_sampled_requests_is_k
     fifth of a step is never asked in the shadow: the policy tries it on purpose, within its
     budget, until its pooled acceptance rests on a few drafts -- and then no more than its
     ordinary exploration does, since it does not pay."""
-    policy = AdaptivePolicy(max_k=4, explore=0.05)
     machine = ({"dear": 0.3, "cheap": 0.1}, (0.01, 0.0, 0.0002), {"dear": 0.004, "cheap": 1e-5})
-    d = _simulate(policy, *machine, steps=300, greedy=False)
-    tries = sum(c for (n, _), c in d.items() if n == "dear")
-    # (random exploration and retries alone try it 10 times in these 300 steps)
-    assert 14 <= tries <= 40
-    assert policy.report()["acceptance"]["dear (sampled)"][0] < 0.5
+    first = []
+    for seed in range(3):  # a dozen drafts of a 30% proposer: one run's estimate is noisy
+        policy = AdaptivePolicy(max_k=4, explore=0.05)
+        d = _simulate(policy, *machine, steps=300, greedy=False, seed=seed)
+        tries = sum(c for (n, _), c in d.items() if n == "dear")
+        # (it does not pay: random exploration and retries alone, paid mostly out of what
+        # speculation saves, would try it a few times in these 300 steps)
+        assert _LEARN_DRAFTS <= tries <= 40
+        assert policy._global[("dear", False)].weight >= _LEARN_DRAFTS
+        first.append(policy.report()["acceptance"]["dear (sampled)"][0])
+    assert sum(first) / len(first) < 0.45  # learned: away from the prior's 0.5, towards 0.3
 
 
 def test_a_once_per_forward_draft_cost_that_only_the_whole_batch_pays_for_does_not_stall_it() -> None:
