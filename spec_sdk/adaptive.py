@@ -60,7 +60,7 @@ from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_hand import HandJudge
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import ExploreBudget, RequestState
-from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
+from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens, matched_prefix
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import first_chain
@@ -535,9 +535,7 @@ class AdaptivePolicy:
         if not draft or not o.tokens:
             return 0
         seen = min(len(draft), len(o.tokens))
-        matched = 0
-        while matched < seen and draft[matched] == o.tokens[matched]:
-            matched += 1
+        matched = matched_prefix(draft, o.tokens)
         # a short draft that matched all the way ran out at a position the step did reach
         ran_out = asked if len(draft) < len(o.tokens) else 0
         state.acceptance.setdefault(name, Acceptance()).add(seen, matched, ran_out)

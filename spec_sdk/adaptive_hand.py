@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from spec_sdk.estimators import Acceptance, expected_tokens
+from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix
 from spec_sdk.types import Draft, first_chain
 
 InHand = dict[str, tuple[tuple[int, ...], float, bool]]  # proposer -> (first chain, score, sampled)
@@ -101,9 +101,7 @@ class HandJudge:
         draft was verified, `drafted` of its tokens -- it may have been cut -- `accepted` of them)."""
         for n, (tokens, score, sampled) in held.items():
             if not sampled:  # a match is acceptance, for the verified draft too (and one more: the bonus)
-                seen, got = min(len(tokens), len(emitted)), 0
-                while got < seen and tokens[got] == emitted[got]:
-                    got += 1
+                seen, got = min(len(tokens), len(emitted)), matched_prefix(tokens, emitted)
             elif n == verified:
                 seen, got = drafted, accepted
             else:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
+from spec_sdk.estimators import matched_prefix
+
 if TYPE_CHECKING:
     from spec_sdk.policy import StepFeedback
 
@@ -116,15 +118,7 @@ class StageRates:
                 elif sampled:
                     continue  # a sampled draft's acceptance is not a match: only verifying tells
                 else:
-                    got = _matched(tokens, o.tokens)
+                    got = matched_prefix(tokens, o.tokens)
                 seen.accepted, seen.scored = d * seen.accepted + got, d * seen.scored + score
                 seen.judged += 1
 
-
-def _matched(draft: Sequence[int], emitted: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(draft, emitted):
-        if x != y:
-            break
-        n += 1
-    return n

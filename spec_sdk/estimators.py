@@ -64,6 +64,17 @@ class Acceptance:
         return out
 
 
+def matched_prefix(draft: Sequence[int], emitted: Sequence[int]) -> int:
+    """How many of a draft's first tokens the step's emitted tokens match: for a draft that was
+    not sampled, exactly its accepted tokens (also under sampling), cut off where `emitted` ends."""
+    n = 0
+    for x, y in zip(draft, emitted):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def expected_tokens(rates: Sequence[float]) -> list[float]:
     """Expected tokens a step emits with a draft of length k, for k = 0..len(rates): one from
     the target plus the expected run of accepted draft tokens."""
