@@ -12,7 +12,7 @@ is still to choose. An exploration keeps the plan's choice: it is verified to le
 Expected accepted tokens come from acceptance by draft position learned per score bin (a
 proposer's score is a count's estimate, not a calibrated one -- under sampling it runs several
 times too high -- and how far off it is differs between weak and strong matches), shrunk towards
-the proposer's pooled acceptance. They learn from every cheap draft in hand, taken or not: a
+the proposer's pooled acceptance. They learn from every draft in hand, taken or not: a
 draft that was not sampled is accepted exactly where it matches the tokens the step emitted
 (under sampling too, as the emitted tokens follow the target's distribution whichever draft was
 verified); past the emitted tokens nothing is known, and nothing is counted. A taken draft's
