@@ -169,3 +169,19 @@ def test_tokenizer_training_is_deterministic() -> None:
     a = train_tokenizer(texts, 300).backend_tokenizer.to_str()
     b = train_tokenizer(texts, 300).backend_tokenizer.to_str()
     assert a == b
+
+
+def test_bf16_autocast_follows_the_cpu_unless_forced(monkeypatch: pytest.MonkeyPatch) -> None:
+    from spec_sdk.zoo import precision
+
+    try:
+        for value, expected in (("1", True), ("0", False), ("no", False)):
+            monkeypatch.setenv(precision.ENV, value)
+            precision.bf16_autocast.cache_clear()
+            assert precision.bf16_autocast() is expected
+        monkeypatch.delenv(precision.ENV)
+        precision.bf16_autocast.cache_clear()
+        # unforced: what oneDNN says of this CPU's bf16 support
+        assert precision.bf16_autocast() is bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    finally:
+        precision.bf16_autocast.cache_clear()

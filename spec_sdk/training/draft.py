@@ -27,6 +27,7 @@ from spec_sdk.errors import ConfigError
 from spec_sdk.training import data as rollouts
 from spec_sdk.training.loop import lr_at
 from spec_sdk.training.recipe import TrainConfig
+from spec_sdk.zoo.precision import bf16_autocast
 
 REPORT = "distill.json"
 
@@ -81,7 +82,7 @@ def train_draft(draft: Any, data: rollouts.Rollouts, lm_head: Tensor, config: Dr
         tokens = data.tokens[rows].long()
         with torch.no_grad():
             target = F.log_softmax(data.hidden[rows, :-1].float() @ lm_head.T, -1)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tokens.device.type == "cpu"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tokens.device.type == "cpu" and bf16_autocast()):
             logits = draft(input_ids=tokens).logits[:, :-1]
         loss = F.kl_div(F.log_softmax(logits.float(), -1), target, log_target=True, reduction="none").sum(-1).mean()
         loss.backward()

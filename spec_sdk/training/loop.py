@@ -32,6 +32,7 @@ from spec_sdk.speculators import Speculator
 from spec_sdk.training.data import Rollouts
 from spec_sdk.training.recipe import TrainConfig
 from spec_sdk.zoo.train import batch_indices, load_checkpoint, save_checkpoint
+from spec_sdk.zoo.precision import bf16_autocast
 
 CKPT = "speculator-ckpt.pt"
 MIN_LR_RATIO = 0.1
@@ -108,7 +109,10 @@ def train(spec: Speculator, data: Rollouts, config: TrainConfig, work: Path, lm_
     opt = _optimizer(spec, config)
     step = load_checkpoint(ckpt, key, spec, opt)
     end = config.steps if stop_at is None else min(stop_at, config.steps)
-    head = None if lm_head is None else lm_head.detach().to(torch.bfloat16)
+    # bf16 where the CPU has bf16 units (spec_sdk.zoo.precision); the recorded hidden
+    # states are stored in bf16 and go to float32 otherwise
+    fast = bf16_autocast()
+    head = None if lm_head is None else lm_head.detach().to(torch.bfloat16 if fast else torch.float32)
     spec.train()
     bar = tqdm(total=config.steps, initial=step, desc=desc, disable=not progress, dynamic_ncols=True, mininterval=1.0)
     while step < end:
@@ -116,9 +120,9 @@ def train(spec: Speculator, data: Rollouts, config: TrainConfig, work: Path, lm_
         for group in opt.param_groups:
             group["lr"] = lr
         rows = batch_indices(len(data), config.batch_size, step, config.seed)
-        # bf16 autocast: the CPU's bf16 units run these matmuls ~2.5x faster than float32.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            per_head = losses(spec, data.hidden[rows], data.tokens[rows].long(), config, head)
+        hidden = data.hidden[rows] if fast else data.hidden[rows].float()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            per_head = losses(spec, hidden, data.tokens[rows].long(), config, head)
             loss = torch.stack(per_head).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(spec.parameters(), 1.0)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from spec_sdk.zoo.precision import bf16_autocast
 from spec_sdk.zoo.variants import ModelSpec
 
 CKPT_NAME = "ckpt.pt"
@@ -126,8 +127,9 @@ def train_model(
         for group in opt.param_groups:
             group["lr"] = lr
         batch = blocks[batch_indices(len(blocks), spec.batch_size, step, seed)].long()
-        # bf16 autocast: several times faster than fp32 on CPUs with AMX / AVX-512 bf16.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        # bf16 autocast where the CPU has bf16 units (several times faster than fp32 there,
+        # several times slower where bf16 is emulated: spec_sdk.zoo.precision)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16_autocast()):
             loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -2,7 +2,7 @@
 
 `tiny` builds in seconds for tests. `full` is the committed zoo: a Llama-architecture target of
 about 12.6M parameters and a draft of 0.9M (under 1/8 of it), sized so the whole build fits in ~45 min
-on a 2-core CPU (bf16 autocast uses the CPU's AMX/AVX-512 bf16 units).
+on a 2-core CPU (bf16 autocast where the CPU has bf16 units: spec_sdk.zoo.precision).
 """
 
 from __future__ import annotations
