@@ -178,7 +178,9 @@ async def test_host_loop_stays_responsive(anyio_backend, tiny_model):
         nonlocal ticks
         while True:
             ticks += 1
-            await anyio.sleep(0)
+            # not sleep(0): a loop that never waits holds the GIL against the worker thread
+            # (under trio that made 20 tokens of a tiny model take two minutes)
+            await anyio.sleep(0.001)
 
     async with SpecEngine(HFBackend(tiny_model)) as engine:
         async with anyio.create_task_group() as tg:
