@@ -57,6 +57,7 @@ class MethodResult:
     outputs: list[list[int]]
     equal_to_baseline: int = 0
     prompts: list[list[int]] = attrs.field(factory=list)  # the prompt ids the engine really ran
+    policy: dict[str, Any] | None = None  # the policy's report (EngineMetrics.policy), if it gives one
 
     @property
     def tokens_per_second(self) -> float:
@@ -87,6 +88,17 @@ def _rate_fields(tokens: int, seconds: float, tps: float, base_tps: float) -> di
     }
 
 
+def _jsonable(value: Any) -> Any:
+    """A policy report as JSON holds it: keys as strings, tuples as lists, other objects as text."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
 def _sdk_entry(res: MethodResult, base_tps: float) -> dict[str, Any]:
     """The per-method figures every report shows (outputs-equal is added by the caller)."""
     return {
@@ -97,6 +109,8 @@ def _sdk_entry(res: MethodResult, base_tps: float) -> dict[str, Any]:
         "time_split": res.stats.times.shares(),
         "target_forwards": res.stats.steps,
         "proposer_errors": res.stats.proposer_errors,
+        # what an adaptive or cascade policy decided and why (its report), else absent
+        **({"policy": _jsonable(res.policy)} if res.policy is not None else {}),
     }
 
 

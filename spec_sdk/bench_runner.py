@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from spec_sdk.backends.base import TargetModel
 from spec_sdk.engine import SpecEngine
-from spec_sdk.types import SamplingParams, SpecStats
+from spec_sdk.types import SamplingParams
 
 if TYPE_CHECKING:
     from spec_sdk.bench import Method, MethodResult
@@ -119,9 +119,10 @@ async def run_interleaved(
                 lane.seconds += time.perf_counter() - start
                 lane.outputs.append(out)
                 lane.prompts.append(seen)
-        stats: list[SpecStats] = [e.metrics().totals for e in engines]
-    sdk = [MethodResult(lane.name, sum(map(len, lane.outputs)), lane.seconds, s, lane.outputs, prompts=lane.prompts)
-           for lane, s in zip(lanes, stats)]
+        metrics = [e.metrics() for e in engines]
+    sdk = [MethodResult(lane.name, sum(map(len, lane.outputs)), lane.seconds, m.totals, lane.outputs,
+                        prompts=lane.prompts, policy=m.policy)
+           for lane, m in zip(lanes, metrics)]
     hf_results = [HFResult(lane.name, sum(map(len, lane.outputs)), lane.seconds, c[0], lane.outputs, lane.prompts)
                   for lane, c in zip(lanes[len(methods):], counters)]
     return sdk, hf_results

@@ -106,6 +106,10 @@ def test_workload_bench_end_to_end(tmp_path, capsys):
             assert methods["target-only"]["speedup"] == 1.0
             assert set(methods["ngram k=4"]["time_split"]) == {"propose", "score", "verify", "bookkeeping"}
             assert isinstance(methods["ngram k=4"]["acceptance_by_position"], list)
+            # what the adaptive policy decided comes with its figures; a fixed method has no report
+            decided = methods["adaptive"]["policy"]
+            assert decided["steps"] >= 1 and set(decided["chosen"]) <= {"ngram"}
+            assert "policy" not in methods["ngram k=4"]
             if run["greedy"]:
                 for name in (*SDK, "hf-plain"):
                     assert methods[name]["all_outputs_equal"], (wname, name, methods[name]["outputs_equal"])
