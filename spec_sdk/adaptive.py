@@ -135,6 +135,9 @@ class AdaptivePolicy:
     _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
     _drafting: set[str] = attrs.field(init=False, factory=set)  # requests whose drafts are in this forward
     _batch: int = attrs.field(init=False, default=0)
+    _costs: dict[str, float] = attrs.field(init=False, factory=dict)  # _call_cost until the next feedback
+    # (proposer, greedy) still to be learned, as of this step's start (_to_learn)
+    _unlearned: set[tuple[str, bool]] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -201,6 +204,7 @@ class AdaptivePolicy:
             return
         states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
         self._learning.update((n, g) for n in names for g in {s.greedy for s in states})
+        self._unlearned = {(n, g) for n, g in self._learning if self._to_learn(n, g)}
         for s, r in zip(states, reqs):
             s.shadows, s.shadow_drafts, s.asked, s.probe, s.held = (), {}, (), None, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
@@ -305,7 +309,7 @@ class AdaptivePolicy:
             # keep a good proposer from ever being chosen, and under sampling only a verified
             # draft teaches it.
             dear = _SHADOW_SHARE * self._last_step
-            untimed = [n for n in names if n not in used and self._to_learn(n, state.greedy)
+            untimed = [n for n in names if n not in used and (n, state.greedy) in self._unlearned
                        and self._call_cost(n) > dear]
             untimed.sort(key=lambda n: (n not in state.warm, self._learn_tries[(n, state.greedy)]))
         state.timing = bool(untimed)
@@ -355,12 +359,18 @@ class AdaptivePolicy:
     def _call_cost(self, name: str) -> float:
         """Estimated seconds of one call of `name` for one request; an untimed proposer is
         guessed at a tenth of a step, or at what its first (cold) call cost if that was less:
-        a warm call costs no more than a cold one."""
-        model = self._propose.get(name)
-        if model is None:
-            return min(0.1 * self._last_step, self._cold.get(name, float("inf")))
-        a, b, c = model.coef
-        return a + b + c * self._kmax(name)
+        a warm call costs no more than a cold one. Kept until the next feedback changes it: a
+        step asks it for every request, several times."""
+        cost = self._costs.get(name)
+        if cost is None:
+            model = self._propose.get(name)
+            if model is None:
+                cost = min(0.1 * self._last_step, self._cold.get(name, float("inf")))
+            else:
+                a, b, c = model.coef
+                cost = a + b + c * self._kmax(name)
+            self._costs[name] = cost
+        return cost
 
     def _plan(self, size: int) -> BatchPlan:
         assert self._score is not None
@@ -434,6 +444,7 @@ class AdaptivePolicy:
         return cut if cut is chosen or cut.source == pick else attrs.evolve(cut, source=pick)
 
     def feedback(self, fb: StepFeedback) -> None:
+        self._costs = {}
         step_seconds = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
         if self._score is None:
             base = max(fb.score_seconds, 1e-6)
