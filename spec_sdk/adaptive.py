@@ -63,7 +63,6 @@ from spec_sdk.adaptive_state import ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens, matched_prefix
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
-from spec_sdk.types import first_chain
 from spec_sdk.types import Draft
 
 # Before anything is measured: half of each draft position accepted; the forward's cost 5%
@@ -206,7 +205,7 @@ class AdaptivePolicy:
         self._learning.update((n, g) for n in names for g in {s.greedy for s in states})
         self._unlearned = {(n, g) for n, g in self._learning if self._to_learn(n, g)}
         for s, r in zip(states, reqs):
-            s.shadows, s.shadow_drafts, s.asked, s.probe, s.held = (), {}, (), None, {}
+            s.shadows, s.asked, s.probe, s.held = (), (), None, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
         if self._score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
@@ -395,13 +394,9 @@ class AdaptivePolicy:
         state = self._requests.get(req.id)
         if state is None:
             return drafts.get(name) if name is not None else None
-        for n in state.shadows:
-            d = drafts.get(n)
-            if d is not None and n not in state.shadow_drafts:
-                state.shadow_drafts[n] = first_chain(d).tokens
+        HandJudge.hold(drafts, state.held)  # the shadows' drafts among them, scored in hindsight
         if any(n not in drafts for n in state.shadows):
             return DEFER  # shadows first (past the plan's end, DEFER means no draft)
-        HandJudge.hold(drafts, state.held)
         if self._score is None or (name is not None and state.exploring == name):
             # nothing measured yet, or an exploration: verified to learn, whatever it drafts
             return (drafts[name] if name in drafts else DEFER) if name is not None else None
@@ -514,9 +509,10 @@ class AdaptivePolicy:
                     o.drafted, o.accepted, asked)
             self._hand.learn(state.held, state.greedy, o.proposer if o.drafted else None, o.drafted, o.accepted,
                              o.tokens)
-            for n, draft in state.shadow_drafts.items():
-                if state.held.get(n, ((), 0.0, False))[2]:
-                    continue  # a sampled draft: a match is not acceptance (a timing probe's)
+            for n in state.shadows:
+                if n not in state.held or state.held[n][2]:
+                    continue  # no draft, or a sampled one: a match is not acceptance (a timing probe's)
+                draft = state.held[n][0]
                 matched = self._hindsight(state, n, draft, o, self._kmax(n))
                 if n == state.probe:
                     self._explored(state, n, len(draft), matched, batch_rate)

@@ -37,8 +37,8 @@ class RequestState:
     calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
     calibrated_with: dict[str, float] = attrs.field(factory=dict)
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
-    shadow_drafts: dict[str, tuple[int, ...]] = attrs.field(factory=dict)
-    held: dict[str, tuple[tuple[int, ...], float, bool]] = attrs.field(factory=dict)  # drafts in hand
+    # drafts in hand, the shadows' among them: (first chain, score, sampled)
+    held: dict[str, tuple[tuple[int, ...], float, bool]] = attrs.field(factory=dict)
     asked: tuple[str, ...] = ()  # the proposers asked for it this step
     probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
     room: int = 0  # tokens it may still produce
