@@ -101,8 +101,9 @@ def _optimizer(spec: Speculator, config: TrainConfig) -> torch.optim.AdamW:
 
 def train(spec: Speculator, data: Rollouts, config: TrainConfig, work: Path, lm_head: Tensor | None = None, *,
           stop_at: int | None = None, progress: bool = True, desc: str = "train") -> Speculator:
-    """Train `spec` (float32 weights, bf16 autocast) for `config.steps` steps, resuming a checkpoint
-    of the same run in `work`; `stop_at` stops early with a checkpoint, as an interruption would."""
+    """Train `spec` (float32 weights, bf16 autocast where the CPU has bf16 units) for
+    `config.steps` steps, resuming a checkpoint of the same run in `work`; `stop_at` stops early
+    with a checkpoint, as an interruption would."""
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / CKPT
     key = _fingerprint(config, data)
