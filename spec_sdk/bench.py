@@ -257,7 +257,10 @@ def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix", sweep: Se
     """Arctic Inference's combination: the cheap proposer's draft when it scores at least
     `k`, else the other proposer's -- one cascade per other proposer; and each with the rate
     bar (the cheap draft when its step is expected to emit tokens as fast as the other's
-    steps do, all measured), at `k` and at every draft length of `sweep`, as the singles are."""
+    steps do, all measured), at `k` and at every draft length of `sweep`, as the singles are;
+    and one with the rate bar whose stages have their own lengths: the cheap proposer at the
+    longest, the other at the shortest (a suffix draft is cheap to make long and pays when it
+    scores high; a model's draft costs a call per token and pays best short on a CPU)."""
     first = next((m for m in methods if cheap in m.proposers), None)
     if first is None:
         return []
@@ -272,6 +275,11 @@ def cascades(methods: Sequence[Method], k: int, cheap: str = "suffix", sweep: Se
             # learns: a fresh policy per engine
             out.append(Method(f"cascade {cheap}>{other} rate k={kk}", both, kk,
                               policy_factory=lambda o=other, kk=kk: CascadePolicy((cheap, o), kk, threshold="rate")))
+        long, short = max((k, *sweep)), min((k, *sweep))
+        if long > short:
+            out.append(Method(f"cascade {cheap}>{other} rate k={long}/{short}", both, long,
+                              policy_factory=lambda o=other, kl=long, ks=short: CascadePolicy(
+                                  (cheap, o), (kl, ks), threshold="rate")))
     return out
 
 

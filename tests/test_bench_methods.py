@@ -33,10 +33,15 @@ def test_cascades_come_with_the_reference_bar_and_the_rate_bar_at_every_k() -> N
     cas = cascades(_methods(), 4, sweep=(2, 4, 8))
     assert [(m.name, m.k) for m in cas] == [
         ("cascade suffix>ngram k=4", 4), ("cascade suffix>ngram rate k=4", 4),
-        ("cascade suffix>ngram rate k=2", 2), ("cascade suffix>ngram rate k=8", 8)]
-    reference, rate4, _, rate8 = cas
+        ("cascade suffix>ngram rate k=2", 2), ("cascade suffix>ngram rate k=8", 8),
+        ("cascade suffix>ngram rate k=8/2", 8)]
+    reference, rate4, _, rate8, mixed = cas
     assert reference.policy == CascadePolicy(("suffix", "ngram"), 4)
     assert rate4.policy is None and rate4.policy_factory is not None
     a, b = rate4.policy_factory(), rate4.policy_factory()
     assert a is not b and isinstance(a, CascadePolicy) and a.threshold == "rate" and a.stages == ("suffix", "ngram")
     assert a.k == 4 and rate8.policy_factory is not None and rate8.policy_factory().k == 8
+    # the mixed one: the cheap stage at the longest draft of the sweep, the other at the shortest
+    assert mixed.policy_factory is not None and mixed.policy_factory().k == (8, 2)
+    assert mixed.policy_factory().threshold == "rate"
+    assert [m.name for m in cascades(_methods(), 4)] == ["cascade suffix>ngram k=4", "cascade suffix>ngram rate k=4"]
