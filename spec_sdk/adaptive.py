@@ -137,6 +137,9 @@ class AdaptivePolicy:
     _costs: dict[str, float] = attrs.field(init=False, factory=dict)  # _call_cost until the next feedback
     # (proposer, greedy) still to be learned, as of this step's start (_to_learn)
     _unlearned: set[tuple[str, bool]] = attrs.field(init=False, factory=set)
+    # ScoreFit.draft_curve for the batch size it was made for, until the next feedback
+    _curve: list[float] | None = attrs.field(init=False, default=None)
+    _curve_size: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -207,6 +210,7 @@ class AdaptivePolicy:
         for s, r in zip(states, reqs):
             s.shadows, s.asked, s.probe, s.held = (), (), None, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
+            s.length = len(r.tokens)
         if self._score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
@@ -350,9 +354,11 @@ class AdaptivePolicy:
 
     def _cold_cost(self, state: RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
-        tokens a step, at most 16 steps: past that the proposer may well be dropped again)."""
+        tokens a step, at most 16 steps: past that the proposer may well be dropped again);
+        for a warm proposer, what reading the tokens it missed since it was last asked costs."""
         if name in state.warm:
-            return 0.0
+            model = self._propose.get(name)
+            return model.coef[3] * state.behind(name) if model is not None else 0.0
         return self._cold.get(name, 0.0) / min(16.0, max(1.0, state.room / 2))
 
     def _call_cost(self, name: str) -> float:
@@ -366,14 +372,19 @@ class AdaptivePolicy:
             if model is None:
                 cost = min(0.1 * self._last_step, self._cold.get(name, float("inf")))
             else:
-                a, b, c = model.coef
+                a, b, c, _ = model.coef  # a call that follows the last one (nothing to catch up)
                 cost = a + b + c * self._kmax(name)
             self._costs[name] = cost
         return cost
 
     def _plan(self, size: int) -> BatchPlan:
         assert self._score is not None
-        return BatchPlan(self._score.coef, self._other or 0.0, {n: m.coef for n, m in self._propose.items()}, size)
+        if self._curve is None or len(self._curve) < 2 or self._curve_size != size:
+            # the longest draft of any proposer for every request, at most: what a plan can reach
+            longest = max(self.max_k.values()) if isinstance(self.max_k, Mapping) else self.max_k
+            self._curve, self._curve_size = self._score.draft_curve(size, size * longest), size
+        return BatchPlan(self._score.coef, self._other or 0.0, {n: m.coef for n, m in self._propose.items()}, size,
+                         self._curve)
 
     def _decide(self, rid: str, state: RequestState, name: str | None, k: int, estimate: float | None) -> None:
         if name is None or k == 0:
@@ -439,7 +450,7 @@ class AdaptivePolicy:
         return cut if cut is chosen or cut.source == pick else attrs.evolve(cut, source=pick)
 
     def feedback(self, fb: StepFeedback) -> None:
-        self._costs = {}
+        self._costs, self._curve = {}, None
         step_seconds = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
         if self._score is None:
             base = max(fb.score_seconds, 1e-6)
@@ -470,21 +481,26 @@ class AdaptivePolicy:
                     and name in st.asked and name not in st.warm]
             if cold:
                 # what this call cost beyond a warm one, per request it was cold for
-                warm = model.predict([1.0, n, k]) if model is not None else 0.0
+                warm = model.predict([1.0, n, k, 0.0]) if model is not None else 0.0
                 per = max(seconds - warm, 0.0) / len(cold)
                 old = self._cold.get(name)
                 self._cold[name] = per if old is None else 0.8 * old + 0.2 * per
                 continue
+            # the tokens its requests had to catch up on: a call after a pause reads more
+            behind = sum(st.behind(name) for o in fb.outcomes
+                         if (st := self._requests.get(o.request_id)) is not None and name in st.asked)
             if model is None:
-                # prior: a third fixed, a third per request asked, a third per token of budget
-                model = CostModel(prior=[((1.0, 0.0, 0.0), seconds / 3), ((1.0, n, 0.0), 2 * seconds / 3),
-                                         ((1.0, n, k), seconds)])
+                # prior: a third fixed, a third per request asked, a third per token of budget,
+                # nothing per token caught up on (until calls after pauses and without tell)
+                model = CostModel(prior=[((1.0, 0.0, 0.0, 0.0), seconds / 3), ((1.0, n, 0.0, 0.0), 2 * seconds / 3),
+                                         ((1.0, n, k, 0.0), seconds)])
                 self._propose[name] = model
-            model.add([1.0, n, k], seconds)
+            model.add([1.0, n, k, float(behind)], seconds)
         for o in fb.outcomes:
             st = self._requests.get(o.request_id)
             if st is not None:
                 st.warm.update(st.asked)
+                st.seen.update((n, st.length) for n in st.asked)
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
             if decision is not None and decision[0] is not None:

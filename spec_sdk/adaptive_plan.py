@@ -12,18 +12,41 @@ class BatchPlan:
     """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs.
     Costs are the fitted coefficients as plain floats: no tensor work in the inner loop."""
 
-    __slots__ = ("base", "per_token", "first_draft", "propose", "tokens", "drafted", "ks")
+    __slots__ = ("base", "per_token", "first_draft", "curve", "once", "propose", "tokens", "drafted", "ks")
 
     def __init__(self, score: tuple[float, float, float, float], other: float,
-                 propose: Mapping[str, tuple[float, ...]], size: int) -> None:
+                 propose: Mapping[str, tuple[float, ...]], size: int,
+                 curve: Sequence[float] | None = None) -> None:
         a, b, c, e = score  # fixed, per request, per draft token, once if any draft (ScoreFit)
         self.base = a + b * size + other
         self.per_token = c
         self.first_draft = e
+        # seconds that d draft tokens add (ScoreFit.draft_curve, e included); past its end, c a token
+        self.curve = list(curve) if curve is not None else [0.0]
+        self.once = True  # whether the once-per-forward cost of drafts counts (see best_options)
         self.propose = propose
         self.tokens = 0.0
         self.drafted = 0
         self.ks: dict[str, Counter[int]] = {}
+
+    def draft_seconds(self, drafted: int) -> float:
+        """What `drafted` draft tokens add to the forward."""
+        if drafted <= 0:
+            return 0.0
+        curve = self.curve
+        if len(curve) < 2:
+            t = self.first_draft + self.per_token * drafted
+        elif drafted < len(curve):
+            t = curve[drafted]
+        else:
+            t = curve[-1] + self.per_token * (drafted - len(curve) + 1)
+        return t if self.once else max(t - self.first_draft, 0.0)
+
+    def cheapest_token(self, upto: int) -> float:
+        """The least average seconds a draft token adds on top of the batch's drafts, over
+        drafts of 1..`upto` tokens: the bound the ascent prunes with."""
+        now = self.draft_seconds(self.drafted)
+        return min(((self.draft_seconds(self.drafted + d) - now) / d for d in range(1, upto + 1)), default=0.0)
 
     def add(self, name: str | None, k: int, gain: float, remove: bool = False) -> None:
         self.tokens += gain
@@ -61,9 +84,7 @@ class BatchPlan:
         """Tokens per second of the batch if the request being decided took (name, k); `cold`:
         the one-time seconds of that proposer's first call for this request."""
         drafted = self.drafted + (k if name is not None else 0)
-        seconds = self.base + self.per_token * drafted + others_total + cold
-        if drafted > 0:
-            seconds += self.first_draft
+        seconds = self.base + self.draft_seconds(drafted) + others_total + cold
         if name is not None and k > 0:
             t, requests, kmax = others.get(name, (0.0, 0, 0))
             seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t
@@ -83,7 +104,8 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
     # The once-per-forward cost of drafts is left out of the ascent: no single request's
     # draft may pay it alone where the batch's drafts together do, and the ascent would
     # never start. It is weighed below, against nobody speculating.
-    first_draft, batch.first_draft = batch.first_draft, 0.0
+    batch.once = False
+    longest = max((len(gains[n][0]) - 1 for n in names), default=0) if choice else 0
     for i, (name, k) in enumerate(choice):
         batch.add(name, k, gains[name][i][k] if name is not None else 1.0)
     # a big batch: one round is close enough; a lone request's second round would see the same
@@ -98,27 +120,26 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
             best: tuple[str | None, int] = (None, 0)
             best_rate = batch.rate_with(None, 0, 1.0, others, others_total)
             # Pruning, exact: a draft adds at most (its first position's acceptance) tokens per
-            # draft token (deeper positions add less) and costs at least `per_token` each, so if
-            # that ratio does not beat the batch's rate, no draft of this request does.
+            # draft token (deeper positions add less) and costs at least the cheapest average
+            # a token can add here, so if that ratio does not beat the batch's rate, no draft
+            # of this request does.
             first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
-            if batch.per_token <= 0 or first > batch.per_token * best_rate:
+            cheapest = batch.cheapest_token(longest) if first > 0 else 0.0
+            if first > 0 and (cheapest <= 0 or first > cheapest * best_rate):
                 for n in names:
                     g = gains[n][i]
                     first_call = cold(i, n)
-                    last = -1.0
+                    # every k: measured costs need not be convex, so the peak may not be the first
                     for kk in range(1, len(g)):
                         rate = batch.rate_with(n, kk, g[kk], others, others_total, first_call)
                         if rate > best_rate * (1 + 1e-9):
                             best, best_rate = (n, kk), rate
-                        if rate < last:
-                            break  # concave gain over convex cost: past the peak it only falls
-                        last = rate
             choice[i] = best
             batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
     # Coordinate ascent can stall where everyone speculates and the forward is so slow that
     # one more draft still looks worth it, and it did not see the once-per-forward cost;
     # compare with nobody speculating (explorers aside).
-    batch.first_draft = first_draft
+    batch.once = True
     quiet = make_plan()
     for i, (name, k) in enumerate(choice):
         if i in forced:

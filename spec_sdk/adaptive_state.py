@@ -43,6 +43,14 @@ class RequestState:
     probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
     room: int = 0  # tokens it may still produce
     warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before
+    length: int = 0  # its tokens as of this step
+    # its length when each proposer was last asked: a proposer asked again after a pause must
+    # first read the tokens it missed (a draft model runs them through its forward)
+    seen: dict[str, int] = attrs.field(factory=dict)
+
+    def behind(self, name: str) -> int:
+        """Tokens `name` has not seen yet (0 for one never asked: that is a cold call)."""
+        return self.length - self.seen.get(name, self.length)
 
 
 @attrs.define

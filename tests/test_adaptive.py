@@ -124,6 +124,72 @@ def test_score_fit_prices_requests_draft_tokens_and_the_first_draft_apart() -> N
     assert fit.predict(64, 8) == pytest.approx(truth(64, 8), rel=0.02)
 
 
+def test_draft_curve_follows_measured_draft_lengths_where_a_line_cannot() -> None:
+    """On a CPU one and two draft tokens can cost far from what a line through all lengths
+    says: the measured means must win where they were measured, the line elsewhere."""
+    fit = ScoreFit(prior=((0.0, 0.0, 0.001), (1.0, 0.0, 0.015), (1.0, 1.0, 0.016), (1.0, 2.0, 0.017)))
+    measured = {0: 0.015, 1: 0.018, 2: 0.019, 4: 0.025, 8: 0.029}  # +3, +4, +10, +14 ms
+    for _ in range(20):
+        for d, seconds in measured.items():
+            fit.add(1, d, seconds)
+    _, _, c, e = fit.coef
+    curve = fit.draft_curve(1, 10)
+    assert len(curve) == 11 and curve[0] == 0.0
+    assert all(b >= a for a, b in zip(curve, curve[1:]))  # more tokens never cost less
+    # measured pairs: their mean over the quiet mean, shrunk a little (trust 2 against weight 4)
+    line2 = e + 2 * c
+    assert curve[2] == pytest.approx((4 * 0.004 + 2 * line2) / 6, rel=0.01)  # (ages a few steps)
+    assert abs(curve[2] - 0.004) < abs(line2 - 0.004)  # closer to the truth than the line
+    # unmeasured lengths: the line (or what the length below already costs)
+    assert curve[3] == pytest.approx(max(e + 3 * c, curve[2]))
+    assert curve[10] == pytest.approx(max(e + 10 * c, curve[9]))
+    # a batch size never measured without drafts has no baseline: the line throughout
+    assert fit.draft_curve(5, 3) == pytest.approx([0.0, e + c, e + 2 * c, e + 3 * c])
+
+
+def test_the_plan_prices_drafts_by_the_measured_curve() -> None:
+    """A draft of two tokens measured cheap is chosen where the line through all lengths
+    prices it out, and the once-per-forward cost still counts against nobody drafting."""
+    from spec_sdk.adaptive_plan import BatchPlan, best_options
+
+    score = (0.0, 0.015, 0.001, 0.008)  # the line: 8 ms once + 1 ms a token
+    gains = {"m": [[1.0, 1.3, 1.75, 1.8]]}
+
+    def choose(curve: list[float] | None) -> tuple[str | None, int]:
+        choice: list[tuple[str | None, int]] = [(None, 0)]
+        best_options(lambda: BatchPlan(score, 0.0, {"m": (0.001, 0.0, 0.002, 0.0)}, 1, curve),
+                     choice, set(), gains, ["m"], lambda i, n: 0.0)
+        return choice[0]
+
+    # line: k=2 costs 15 + 10 + 5 ms for 1.75 tokens (58/s) against 1 in 15 ms (67/s)
+    assert choose(None) == (None, 0)
+    # measured: k=2 adds 5 ms, so 25 ms for 1.75 tokens (70/s)
+    assert choose([0.0, 0.004, 0.005, 0.011]) == ("m", 2)
+    plan = BatchPlan(score, 0.0, {}, 1, [0.0, 0.004, 0.005])
+    assert plan.draft_seconds(2) == 0.005 and plan.draft_seconds(4) == pytest.approx(0.007)
+    plan.once = False  # the ascent leaves the once-cost out
+    assert plan.draft_seconds(2) == 0.0 and plan.draft_seconds(4) == 0.0
+
+
+def test_a_proposer_asked_after_a_pause_is_priced_for_what_it_missed() -> None:
+    """A draft model asked again after steps without it first reads the tokens it missed; the
+    call-cost fit learns that per token behind, and the plan charges it to that request."""
+    from spec_sdk.adaptive_state import RequestState
+
+    pol = AdaptivePolicy(proposers=["m"])
+    state = RequestState(greedy=True, warm={"m"}, length=120, seen={"m": 100})
+    assert state.behind("m") == 20 and state.behind("other") == 0
+    model = CostModel(prior=[((1.0, 0.0, 0.0, 0.0), 0.001), ((1.0, 1.0, 0.0, 0.0), 0.002),
+                             ((1.0, 1.0, 2.0, 0.0), 0.006)])
+    for i in range(60):  # 1 ms a call, 2 ms a draft token, 0.25 ms a token caught up on
+        k, behind = 1 + i % 4, (i * 7) % 30
+        model.add([1.0, 1.0, k, behind], 0.001 + 0.002 * k + 0.00025 * behind)
+    pol._propose["m"] = model
+    assert model.coef[3] == pytest.approx(0.00025, rel=0.1)
+    assert pol._cold_cost(state, "m") == pytest.approx(20 * model.coef[3])
+    assert pol._call_cost("m") == pytest.approx(0.001 + 0.002 * 8, rel=0.1)  # a steady call
+
+
 # -- decisions on measured costs ----------------------------------------------------------
 
 
