@@ -59,7 +59,7 @@ import attrs
 from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_hand import HandJudge
 from spec_sdk.adaptive_plan import BatchPlan, best_options
-from spec_sdk.adaptive_state import ExploreBudget, RequestState
+from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens, matched_prefix
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
@@ -128,8 +128,10 @@ class AdaptivePolicy:
     # realised over estimated extra tokens (decayed sums): estimates picked as the best of
     # several are biased upwards (the winner's curse); this scales them back
     # (per proposer: one whose estimates run high must not drag down the others')
-    _cal_real: dict[str, float] = attrs.field(init=False, factory=dict)
-    _cal_est: dict[str, float] = attrs.field(init=False, factory=dict)
+    # (and per kind of request and draft length: a proposer whose deep positions run high under
+    # sampling must not drag down its short drafts' estimates, which were right)
+    _cal_real: dict[tuple[str, bool] | tuple[str, bool, int], float] = attrs.field(init=False, factory=dict)
+    _cal_est: dict[tuple[str, bool] | tuple[str, bool, int], float] = attrs.field(init=False, factory=dict)
     # the cheap drafts in hand, judged by their scores (spec_sdk.adaptive_hand)
     _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
     _drafting: set[str] = attrs.field(init=False, factory=set)  # requests whose drafts are in this forward
@@ -176,7 +178,7 @@ class AdaptivePolicy:
 
         # at least every other step: one step's outcome moves the decayed estimates little
         every = max(2, -(-len(states) // _REFRESH))
-        cals = {n: self.calibration(n) for n in names}
+        cals = {(n, g): self._calibrations(n, g) for n in names for g in {s.greedy for s in states}}
         for i, s in enumerate(states):
             if len(s.expected) < len(names) or (self._step + i) % every == 0:
                 for n in names:
@@ -184,16 +186,30 @@ class AdaptivePolicy:
                     own = s.acceptance.get(n)
                     s.expected[n] = expected_tokens(own.rates(len(prior), prior) if own is not None else prior)
                 s.calibrated_with = {}
-            for n, cal in cals.items():
-                if abs(s.calibrated_with.get(n, -1.0) - cal) > 0.005:  # the calibration drifts slowly
-                    s.calibrated[n] = [1.0 + cal * (e - 1.0) for e in s.expected[n]]
+            for n in names:
+                cal = cals[(n, s.greedy)]
+                old = s.calibrated_with.get(n)
+                # the calibration drifts slowly
+                if old is None or max(abs(x - y) for x, y in zip(old, cal)) > 0.005:
+                    s.calibrated[n] = [1.0 + c * (e - 1.0) for c, e in zip(cal, s.expected[n])]
                     s.calibrated_with[n] = cal
         return {n: [s.calibrated[n] for s in states] for n in names}
 
-    def calibration(self, name: str) -> float:
-        """Realised over estimated extra tokens of `name`'s chosen drafts; a few steps' worth of
-        evidence that estimates are right comes first, so early noise cannot swing it."""
-        return min(max((self._cal_real.get(name, 0.0) + 4.0) / (self._cal_est.get(name, 0.0) + 4.0), 0.25), 1.5)
+    def calibration(self, name: str, greedy: bool = True, k: int | None = None) -> float:
+        """Realised over estimated extra tokens of `name`'s chosen drafts (for this kind of
+        request; of length `k`, if given). A few steps' worth of evidence comes first, so early
+        noise cannot swing it: that estimates are right for the proposer, and for a length,
+        that they are as right as for the proposer's drafts of any length."""
+        key: tuple[str, bool] | tuple[str, bool, int] = (name, greedy)
+        cal = min(max((self._cal_real.get(key, 0.0) + 4.0) / (self._cal_est.get(key, 0.0) + 4.0), 0.25), 1.5)
+        if k is None:
+            return cal
+        key = (name, greedy, k)
+        real, est = self._cal_real.get(key, 0.0), self._cal_est.get(key, 0.0)
+        return min(max((real + 4.0 * cal) / (est + 4.0), 0.25), 1.5)
+
+    def _calibrations(self, name: str, greedy: bool) -> tuple[float, ...]:
+        return tuple(self.calibration(name, greedy, k) for k in range(self._kmax(name) + 1))
 
     # -- the policy hooks ------------------------------------------------------------------
 
@@ -220,7 +236,9 @@ class AdaptivePolicy:
         forced: set[int] = set()
         order = list(range(len(reqs)))
         self._rng.shuffle(order)
-        _, _, per_token, first_draft = self._score.coef
+        plan = self._plan(len(reqs))  # what draft tokens add to this forward, for pricing explorations
+        quiet_rate = len(reqs) / max(plan.base, 1e-9)  # the batch's tokens per second without drafts
+        drafted = 0  # draft tokens the explorations put in the forward so far
         used: set[str] = set()  # proposers some explorer already pays the call of
         unaffordable: set[str] = set()  # untimed proposers too dear this step: others get a turn
         # A proposer's first call for a request is cold (fills its cache) and times nothing
@@ -240,20 +258,34 @@ class AdaptivePolicy:
             shadow = ((states[i].greedy or states[i].why == "time")
                       and self._score.drafted_steps >= _MEASURE_DRAFTS)
             cost = (0.0 if name in used else self._call_cost(name))
-            if not shadow and not forced:
-                cost += first_draft  # the first draft in this forward makes it a forward with drafts
             # a first call's cache fill is an investment the request keeps if the proposer pays:
             # spread like a decision's (a sampled request can learn a model proposer only by
             # verifying, and paying its prompt's prefill in full kept it from ever trying)
             cost += self._cold_cost(states[i], name)
-            if not shadow and not states[i].timing and cost + per_token * k > self._budget.credit:
+
+            def charge(kk: int) -> float:
+                """What verifying kk tokens is expected to cost: the call, what the tokens add to
+                the forward (the first draft in it makes it a forward with drafts), less what
+                their expected accepted tokens are worth at the batch's rate -- an option near
+                break-even costs little to try; never less than a quarter of its cost."""
+                if shadow:
+                    return cost
+                full = cost + plan.draft_seconds(drafted + kk) - plan.draft_seconds(drafted)
+                worth = max(gains[name][i][kk] - 1.0, 0.0) / quiet_rate if states[i].why != "time" else 0.0
+                net = max(full - worth, 0.25 * full)
+                if states[i].timing:
+                    # before a draft token's cost was measured it is priced like a request's (the
+                    # pessimistic prior), which may exceed any credit: what a full budget affords
+                    net = min(net, 0.75 * CREDIT_STEPS * self._last_step)
+                return net
+
+            if not shadow and not states[i].timing and charge(k) > self._budget.credit:
                 # a one-token draft still measures and learns, for less; but not a proposer's
                 # first timed calls: the prior of its call cost scales from their budget, and
                 # one token's call would price every further token as a third of a whole call
                 k = 1
                 pick = (name, k)
-            cost += 0.0 if shadow else per_token * k
-            if not self._budget.afford(cost):
+            if not self._budget.afford(charge(k)):
                 states[i].exploring = None
                 if states[i].timing:
                     unaffordable.add(name)
@@ -270,6 +302,7 @@ class AdaptivePolicy:
             else:
                 choice[i] = pick
                 forced.add(i)
+                drafted += k
             if states[i].retry_at and self._step >= states[i].retry_at:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
@@ -319,7 +352,10 @@ class AdaptivePolicy:
         if untimed:  # worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
             state.why = "time" if untimed[0] not in self._propose else "learn"
-            return untimed[0], min(4, self._kmax(untimed[0]))
+            # learning tries alternate four tokens and two: calls of two lengths tell the cost
+            # per draft token from the cost per call (one length leaves that to the prior)
+            tries = self._learn_tries[(untimed[0], state.greedy)] if state.why == "learn" else 0
+            return untimed[0], min(4 if tries % 2 == 0 else 2, self._kmax(untimed[0]))
         if state.retry_at and self._step >= state.retry_at:
             # only proposers the shadow does not keep measuring for every request are retried:
             # a cheap one's acceptance for this request is current anyway
@@ -490,9 +526,10 @@ class AdaptivePolicy:
             behind = sum(st.behind(name) for o in fb.outcomes
                          if (st := self._requests.get(o.request_id)) is not None and name in st.asked)
             if model is None:
-                # prior: a third fixed, a third per request asked, a third per token of budget,
-                # nothing per token caught up on (until calls after pauses and without tell)
-                model = CostModel(prior=[((1.0, 0.0, 0.0, 0.0), seconds / 3), ((1.0, n, 0.0, 0.0), 2 * seconds / 3),
+                # prior: an eighth fixed, an eighth per request asked, the rest per token of budget
+                # (a model proposer runs a forward a token), nothing per token caught up on
+                # (until calls after pauses and without tell)
+                model = CostModel(prior=[((1.0, 0.0, 0.0, 0.0), seconds / 8), ((1.0, n, 0.0, 0.0), seconds / 4),
                                          ((1.0, n, k, 0.0), seconds)])
                 self._propose[name] = model
             model.add([1.0, n, k, float(behind)], seconds)
@@ -512,9 +549,11 @@ class AdaptivePolicy:
                     self._estimated += decision[2]
                     self._realised += o.emitted
                     chosen = decision[0]
-                    cal = self.calibration(chosen)  # what this step's estimate was scaled by
-                    self._cal_real[chosen] = 0.995 * self._cal_real.get(chosen, 0.0) + (o.emitted - 1)
-                    self._cal_est[chosen] = 0.995 * self._cal_est.get(chosen, 0.0) + (decision[2] - 1) / cal
+                    # scaled back by what this step's estimate was scaled by
+                    raw = (decision[2] - 1) / self.calibration(chosen, o.greedy, decision[1])
+                    for key in ((chosen, o.greedy), (chosen, o.greedy, decision[1])):
+                        self._cal_real[key] = 0.995 * self._cal_real.get(key, 0.0) + (o.emitted - 1)
+                        self._cal_est[key] = 0.995 * self._cal_est.get(key, 0.0) + raw
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
@@ -586,7 +625,8 @@ class AdaptivePolicy:
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},
-            "calibration": {n: round(self.calibration(n), 3) for n in self._cal_est},
+            "calibration": {f"{key[0]}{'' if key[1] else ' (sampled)'}{f' k={key[2]}' if len(key) > 2 else ''}":
+                            round(self.calibration(*key), 3) for key in sorted(self._cal_est, key=str)},
             # cheap drafts judged in hand: plan's draft kept, another taken, dropped; score calibration
             "in_hand": self._hand.report(),
             "score_cost": list(self._score.coef) if self._score is not None else None,

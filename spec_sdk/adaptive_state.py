@@ -35,7 +35,7 @@ class RequestState:
     timing: bool = False  # the exploration times or first learns a proposer: not judged on its draft
     expected: dict[str, list[float]] = attrs.field(factory=dict)  # raw expected tokens by k, per proposer
     calibrated: dict[str, list[float]] = attrs.field(factory=dict)  # ... scaled by the calibration
-    calibrated_with: dict[str, float] = attrs.field(factory=dict)
+    calibrated_with: dict[str, tuple[float, ...]] = attrs.field(factory=dict)  # per k
     shadows: tuple[str, ...] = ()  # cheap proposers asked this step only to learn their acceptance
     # drafts in hand, the shadows' among them: (first chain, score, sampled)
     held: dict[str, tuple[tuple[int, ...], float, bool]] = attrs.field(factory=dict)
