@@ -190,6 +190,25 @@ def test_a_proposer_asked_after_a_pause_is_priced_for_what_it_missed() -> None:
     assert pol._call_cost("m") == pytest.approx(0.001 + 0.002 * 8, rel=0.1)  # a steady call
 
 
+def test_calibration_is_kept_per_kind_of_request_and_draft_length() -> None:
+    """Long drafts whose deep positions were overestimated must not scale down the estimates
+    of the same proposer's short drafts, which came true -- nor greedy evidence sampled ones."""
+    pol = AdaptivePolicy(proposers=["m"])
+    pol.begin_step([_view("r", greedy=False)], Load(1, 0), ["m"])  # (nothing measured: no decision)
+    for i in range(60):
+        long = i % 2 == 0
+        # raw estimates: k=8 at 4 tokens (2 came), k=2 at 2 (2 came); a decision carries its
+        # estimate as calibrated when it was taken
+        k, raw = (8, 4.0) if long else (2, 2.0)
+        pol._decisions = {"r": ("m", k, 1.0 + pol.calibration("m", False, k) * (raw - 1.0))}
+        pol.feedback(StepFeedback(1, 8 if long else 2, 0.01, 1e-4, {}, {},
+                                  [Outcome("r", "m", 8 if long else 2, 1, 2, False, (1, 2))]))
+    assert pol.calibration("m", False, 8) < 0.5
+    assert pol.calibration("m", False, 2) > 0.85
+    assert pol.calibration("m", True) == 1.0  # nothing known of greedy requests
+    assert "m (sampled) k=8" in pol.report()["calibration"]
+
+
 # -- decisions on measured costs ----------------------------------------------------------
 
 
