@@ -80,6 +80,12 @@ _MEASURE_DRAFTS = 8
 _LEARN_DRAFTS = 4.0
 # ...and exploration credit accrues this many times faster until it does
 _LEARN_BOOST = 3.0
+_NO_SAMPLED_CAL = True
+# a request's own acceptance is shrunk towards the pooled one as if this many drafts had gone
+# the pooled way; more under sampling, where acceptance is more the proposer's and the
+# temperature's than the request's, and a few unlucky drafts must not turn a proposer off
+_OWN_STRENGTH = 2.0
+_OWN_STRENGTH_SAMPLED = 16.0
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
 
@@ -184,7 +190,8 @@ class AdaptivePolicy:
                 for n in names:
                     prior = prior_of(n, s.greedy)
                     own = s.acceptance.get(n)
-                    s.expected[n] = expected_tokens(own.rates(len(prior), prior) if own is not None else prior)
+                    strength = _OWN_STRENGTH if s.greedy else _OWN_STRENGTH_SAMPLED
+                    s.expected[n] = expected_tokens(own.rates(len(prior), prior, strength) if own is not None else prior)
                 s.calibrated_with = {}
             for n in names:
                 cal = cals[(n, s.greedy)]
@@ -272,7 +279,7 @@ class AdaptivePolicy:
                     return cost
                 full = cost + plan.draft_seconds(drafted + kk) - plan.draft_seconds(drafted)
                 worth = max(gains[name][i][kk] - 1.0, 0.0) / quiet_rate if states[i].why != "time" else 0.0
-                net = max(full - worth, 0.25 * full)
+                net = max(full - worth, 0.05 * full)
                 if states[i].timing:
                     # before a draft token's cost was measured it is priced like a request's (the
                     # pessimistic prior), which may exceed any credit: what a full budget affords
@@ -313,6 +320,8 @@ class AdaptivePolicy:
             name, k = choice[i]
             # an exploration was not picked for its estimate: it says nothing of the winner's curse
             estimate = gains[name][i][k] if name is not None and i not in forced else None
+            # a verified exploration's estimate: no winner's curse in it, it anchors the calibration
+            s.explore_estimate = gains[name][i][k] if name is not None and i in forced else 0.0
             self._decide(r.id, s, name, k, estimate)
         self._pick_shadows(states, choice, timed)
         self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
@@ -390,12 +399,16 @@ class AdaptivePolicy:
 
     def _cold_cost(self, state: RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
-        tokens a step, at most 16 steps: past that the proposer may well be dropped again);
+        tokens a step; for a greedy request at most 16 steps: past that the proposer may well be
+        dropped again);
         for a warm proposer, what reading the tokens it missed since it was last asked costs."""
         if name in state.warm:
             model = self._propose.get(name)
             return model.coef[3] * state.behind(name) if model is not None else 0.0
-        return self._cold.get(name, 0.0) / min(16.0, max(1.0, state.room / 2))
+        # (a sampled request keeps a proposer that pays: its acceptance is the proposer's and the
+        # temperature's more than the text's -- spread over all the steps it may still take)
+        steps = max(1.0, state.room / 2)
+        return self._cold.get(name, 0.0) / (min(16.0, steps) if state.greedy else steps)
 
     def _call_cost(self, name: str) -> float:
         """Estimated seconds of one call of `name` for one request; an untimed proposer is
@@ -450,17 +463,21 @@ class AdaptivePolicy:
         a, b, per_token, once = self._score.coef
         size = max(self._batch, 1)
         rate = size / max(a + b * size + (self._other or 0.0), 1e-9)  # the batch's quiet rate
-        # the forward's once-per-forward draft cost is this request's only if no other drafts
-        once = 0.0 if self._drafting - {req.id} else once
+        # the forward's once-per-forward draft cost is this request's only if no other drafts;
+        # then what its tokens add is the measured curve (others drafting: the line's slope)
+        alone = not (self._drafting - {req.id})
+        once = once if alone else 0.0
+        curve = self._curve if alone and self._curve_size == size else None
         got = self._hand.pick(drafts, state.greedy, lambda n, kk: self._pooled(n, state.greedy, kk),
-                              per_token, once, rate)
+                              per_token, once, rate, curve)
         if name is not None and name not in drafts:
             # The plan's proposer is still to be asked (a dear one: shadows come first). Its call
             # is saved when a draft in hand is worth more than its draft is expected to be.
             if got is None or got[0] is None:
                 return DEFER
             gain = max(estimate - 1.0, 0.0)  # the plan's calibrated estimate
-            if got[2] < gain - rate * (per_token * k + once + self._call_cost(name)):
+            tokens = curve[k] if curve is not None and k < len(curve) else per_token * k + once
+            if got[2] < gain - rate * (tokens + self._call_cost(name)):
                 return DEFER
             self._hand.saved += 1
             return self._take(req.id, drafts, got[0], got[1], name)
@@ -544,16 +561,14 @@ class AdaptivePolicy:
                 self._decided += 1
                 self._counts[decision[0]] += 1
                 self._k_total += decision[1]
-                if decision[2] > 0:  # explorations carry no estimate
+                st = self._requests.get(o.request_id)
+                explored = st.explore_estimate if st is not None and o.proposer == decision[0] else 0.0
+                if decision[2] > 0:  # explorations carry no estimate in the report
                     self._judged += 1
                     self._estimated += decision[2]
                     self._realised += o.emitted
-                    chosen = decision[0]
-                    # scaled back by what this step's estimate was scaled by
-                    raw = (decision[2] - 1) / self.calibration(chosen, o.greedy, decision[1])
-                    for key in ((chosen, o.greedy), (chosen, o.greedy, decision[1])):
-                        self._cal_real[key] = 0.995 * self._cal_real.get(key, 0.0) + (o.emitted - 1)
-                        self._cal_est[key] = 0.995 * self._cal_est.get(key, 0.0) + raw
+                if decision[2] > 0 or explored > 0:
+                    self._calibrate(decision[0], o.greedy, decision[1], decision[2] or explored, o.emitted)
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
@@ -577,6 +592,19 @@ class AdaptivePolicy:
                 # not speculating: try again later, later still after each retry that did not pay
                 state.retry_gap = state.retry_gap or self.retry_after
                 state.retry_at = self._step + state.retry_gap
+
+    def _calibrate(self, name: str, greedy: bool, k: int, estimate: float, emitted: int) -> None:
+        """One verified draft's estimate (as calibrated when it was made) against what it emitted.
+
+        Chosen drafts alone would ratchet the calibration down: chosen when their estimate ran
+        high, they always disappoint, the scale falls, only still luckier estimates get chosen,
+        and so on until a proposer that pays is never chosen (under sampling, where a draft
+        model pays ~10% on a CPU, it was). Explorations were not chosen on their estimate: they
+        anchor it."""
+        raw = (estimate - 1) / self.calibration(name, greedy, k)  # scaled back
+        for key in ((name, greedy), (name, greedy, k)):
+            self._cal_real[key] = 0.995 * self._cal_real.get(key, 0.0) + (emitted - 1)
+            self._cal_est[key] = 0.995 * self._cal_est.get(key, 0.0) + raw
 
     def _explored(self, state: RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
         """An exploration's outcome. Worth it, had it been chosen? Its accepted tokens against what

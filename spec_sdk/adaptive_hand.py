@@ -64,13 +64,14 @@ class HandJudge:
 
     def pick(self, drafts: Mapping[str, Draft | None], greedy: bool,
              prior: Callable[[str, int], Sequence[float] | None], per_token: float, once: float,
-             rate: float) -> tuple[str | None, int, float] | None:
+             rate: float, curve: Sequence[float] | None = None) -> tuple[str | None, int, float] | None:
         """The draft most worth taking, how many of its tokens, and its worth; (None, 0, 0.0)
         when none is worth its tokens; None when no draft in hand has a known proposer.
         Worth: expected accepted tokens minus what the draft's tokens (`per_token` seconds
         each, `once` more if it is the forward's first draft) would have emitted at `rate`.
         `prior(name, k)`: the proposer's pooled acceptance of positions 0..k-1, None while
-        nothing is known of it."""
+        nothing is known of it. `curve`: where given, what k draft tokens add to the forward
+        as measured (ScoreFit.draft_curve, `once` included), in place of the line."""
         best: tuple[str | None, int, float] = (None, 0, 0.0)
         known = False
         for n, d in drafts.items():
@@ -82,7 +83,8 @@ class HandJudge:
             known = True
             gains = self.expected(n, greedy, d.score, len(d), pooled)
             for k in range(1, len(gains)):
-                worth = gains[k] - rate * (per_token * k + once)
+                cost = curve[k] if curve is not None and k < len(curve) else per_token * k + once
+                worth = gains[k] - rate * cost
                 if worth > best[2]:
                     best = (n, k, worth)
         return best if known else None

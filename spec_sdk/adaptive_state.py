@@ -43,6 +43,7 @@ class RequestState:
     probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
     room: int = 0  # tokens it may still produce
     warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before
+    explore_estimate: float = 0.0  # this step's verified exploration's expected tokens, if any
     length: int = 0  # its tokens as of this step
     # its length when each proposer was last asked: a proposer asked again after a pause must
     # first read the tokens it missed (a draft model runs them through its forward)

@@ -190,23 +190,24 @@ def test_a_proposer_asked_after_a_pause_is_priced_for_what_it_missed() -> None:
     assert pol._call_cost("m") == pytest.approx(0.001 + 0.002 * 8, rel=0.1)  # a steady call
 
 
-def test_calibration_is_kept_per_kind_of_request_and_draft_length() -> None:
+def test_calibration_is_kept_per_draft_length_and_for_greedy_requests_only() -> None:
     """Long drafts whose deep positions were overestimated must not scale down the estimates
-    of the same proposer's short drafts, which came true -- nor greedy evidence sampled ones."""
+    of the same proposer's short drafts, which came true; sampled requests are not calibrated
+    (test_a_dear_proposer_that_pays_a_little_under_sampling_is_found_and_used says why)."""
     pol = AdaptivePolicy(proposers=["m"])
-    pol.begin_step([_view("r", greedy=False)], Load(1, 0), ["m"])  # (nothing measured: no decision)
+    pol.begin_step([_view("r")], Load(1, 0), ["m"])  # (nothing measured: no decision)
     for i in range(60):
         long = i % 2 == 0
         # raw estimates: k=8 at 4 tokens (2 came), k=2 at 2 (2 came); a decision carries its
         # estimate as calibrated when it was taken
         k, raw = (8, 4.0) if long else (2, 2.0)
-        pol._decisions = {"r": ("m", k, 1.0 + pol.calibration("m", False, k) * (raw - 1.0))}
+        pol._decisions = {"r": ("m", k, 1.0 + pol.calibration("m", True, k) * (raw - 1.0))}
         pol.feedback(StepFeedback(1, 8 if long else 2, 0.01, 1e-4, {}, {},
-                                  [Outcome("r", "m", 8 if long else 2, 1, 2, False, (1, 2))]))
-    assert pol.calibration("m", False, 8) < 0.5
-    assert pol.calibration("m", False, 2) > 0.85
-    assert pol.calibration("m", True) == 1.0  # nothing known of greedy requests
-    assert "m (sampled) k=8" in pol.report()["calibration"]
+                                  [Outcome("r", "m", 8 if long else 2, 1, 2, True, (1, 2))]))
+    assert pol.calibration("m", True, 8) < 0.5
+    assert pol.calibration("m", True, 2) > 0.85
+    assert pol.calibration("m", False, 8) == 1.0
+    assert "m k=8" in pol.report()["calibration"]
 
 
 # -- decisions on measured costs ----------------------------------------------------------
@@ -326,11 +327,30 @@ def test_a_dear_proposer_is_tried_until_its_acceptance_for_sampled_requests_is_k
         d = _simulate(policy, *machine, steps=300, greedy=False, seed=seed)
         tries = sum(c for (n, _), c in d.items() if n == "dear")
         # (it does not pay: random exploration and retries alone, paid mostly out of what
-        # speculation saves, would try it a few times in these 300 steps)
-        assert _LEARN_DRAFTS <= tries <= 40
+        # speculation saves, would try it a few times in these 300 steps; it is near break-even
+        # -- 4% below at k=4 -- and a try is charged its expected net cost, so a run whose first
+        # draws were lucky tries it more: 51 at most over these seeds, ~2 steps' worth lost)
+        assert _LEARN_DRAFTS <= tries <= 60
         assert policy._global[("dear", False)].weight >= _LEARN_DRAFTS
         first.append(policy.report()["acceptance"]["dear (sampled)"][0])
     assert sum(first) / len(first) < 0.45  # learned: away from the prior's 0.5, towards 0.3
+
+
+def test_a_dear_proposer_that_pays_a_little_under_sampling_is_found_and_used() -> None:
+    """A draft model on a CPU under sampling: its call costs almost half a forward and its
+    drafts pay ~20% (2.77 tokens in 30 ms at k=4 against 1 in 13 ms). Only verified tries teach
+    it (no shadow under sampling), a few unlucky ones look like a proposer that does not pay,
+    and a calibration learnt from the steps that chose it ratchets down (chosen when its estimate
+    ran high, it always disappoints). Over seeds, most runs must find it within 300 steps and
+    then use it nearly always (the policy before these fixes: one run in six)."""
+    machine = ({"dear": 0.7, "cheap": 0.1}, (0.001, 0.012, 0.002, 0.003), {"dear": 0.006, "cheap": 1e-5})
+    found = 0
+    for seed in range(6):
+        policy = AdaptivePolicy(max_k=4, explore=0.03, seed=seed)
+        _simulate(policy, *machine, steps=300, greedy=False, seed=seed)  # learning
+        later = _simulate(policy, *machine, steps=200, greedy=False, seed=seed + 10)
+        found += sum(c for (n, _), c in later.items() if n == "dear") >= 140
+    assert found >= 4
 
 
 def test_a_once_per_forward_draft_cost_that_only_the_whole_batch_pays_for_does_not_stall_it() -> None:

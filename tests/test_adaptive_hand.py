@@ -32,6 +32,10 @@ def test_scores_are_calibrated_per_bin_and_the_worth_weighs_each_token() -> None
     for _ in range(200):
         judge.learn(a_half, True, None, 0, 0, truth)
     assert judge.pick({"a": strong}, True, _prior, 0.0033, 0.0, 100.0)[:2] == ("a", 2)
+    # a measured curve replaces the line: the first token dear, the next ones nearly free
+    # (as a CPU's matmul on a few more rows): the whole draft pays again
+    curve = [0.0, 0.005, 0.0055, 0.006, 0.0065, 0.007, 0.0075]
+    assert judge.pick({"a": strong}, True, _prior, 0.0033, 0.0, 100.0, curve)[:2] == ("a", 6)
 
 def test_what_the_step_did_not_emit_is_not_counted_against_a_draft() -> None:
     """Hindsight ends where the emitted tokens end: a draft that matched all of them is not
