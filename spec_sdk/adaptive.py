@@ -58,17 +58,17 @@ import attrs
 
 from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_hand import HandJudge
+from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_plan import BatchPlan, best_options
-from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, RequestState
-from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens, matched_prefix
+from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
+from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import Draft
 
-# Before anything is measured: half of each draft position accepted; the forward's cost 5%
-# fixed and 95% shared by its tokens (compute-bound: the case where speculating hurts most).
+# Before anything is measured: half of each draft position accepted (the forward's prior:
+# spec_sdk.adaptive_cost).
 _PRIOR_ACCEPT = (0.5,)
-_PRIOR_FIXED_SHARE = 0.05
 # a proposer whose call for one request costs at most this share of a step is asked in the
 # shadow; shadows are asked for a random part of the batch sized to cost about this share
 _SHADOW_SHARE = 0.01
@@ -80,7 +80,6 @@ _MEASURE_DRAFTS = 8
 _LEARN_DRAFTS = 4.0
 # ...and exploration credit accrues this many times faster until it does
 _LEARN_BOOST = 3.0
-_NO_SAMPLED_CAL = True
 # a request's own acceptance is shrunk towards the pooled one as if this many drafts had gone
 # the pooled way; more under sampling, where acceptance is more the proposer's and the
 # temperature's than the request's, and a few unlucky drafts must not turn a proposer off
@@ -111,12 +110,7 @@ class AdaptivePolicy:
     _rng: random.Random = attrs.field(init=False)
     _requests: dict[str, RequestState] = attrs.field(init=False, factory=dict)
     _global: dict[tuple[str, bool], Acceptance] = attrs.field(init=False, factory=dict)
-    _score: ScoreFit | None = attrs.field(init=False, default=None)
-    _propose: dict[str, CostModel] = attrs.field(init=False, factory=dict)  # warm calls only
-    # seconds a proposer's first call for a request costs beyond a warm one (its cache filling
-    # with the prompt): charged once, to the step that first asks it for that request
-    _cold: dict[str, float] = attrs.field(init=False, factory=dict)
-    _other: float | None = attrs.field(init=False, default=None)
+    _cost: Costs = attrs.field(init=False)  # the forward, the calls, the rest (spec_sdk.adaptive_cost)
     _decisions: dict[str, tuple[str | None, int, float]] = attrs.field(init=False, factory=dict)
     _step: int = attrs.field(init=False, default=0)
     _counts: Counter[str] = attrs.field(init=False, factory=Counter)
@@ -128,26 +122,16 @@ class AdaptivePolicy:
     _explorations: int = attrs.field(init=False, default=0)
     _why: Counter[str] = attrs.field(init=False, factory=Counter)  # explorations run, by reason
     _budget: ExploreBudget = attrs.field(init=False)
-    _last_step: float = attrs.field(init=False, default=0.0)  # the last step's seconds
     _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
     _learn_tries: Counter[tuple[str, bool]] = attrs.field(init=False, factory=Counter)
-    # realised over estimated extra tokens (decayed sums): estimates picked as the best of
-    # several are biased upwards (the winner's curse); this scales them back
-    # (per proposer: one whose estimates run high must not drag down the others')
-    # (and per kind of request and draft length: a proposer whose deep positions run high under
-    # sampling must not drag down its short drafts' estimates, which were right)
-    _cal_real: dict[tuple[str, bool] | tuple[str, bool, int], float] = attrs.field(init=False, factory=dict)
-    _cal_est: dict[tuple[str, bool] | tuple[str, bool, int], float] = attrs.field(init=False, factory=dict)
+    # realised over estimated tokens: the winner's curse scaled back (spec_sdk.adaptive_state)
+    _calibration: Calibration = attrs.field(init=False, factory=Calibration)
     # the cheap drafts in hand, judged by their scores (spec_sdk.adaptive_hand)
     _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
     _drafting: set[str] = attrs.field(init=False, factory=set)  # requests whose drafts are in this forward
     _batch: int = attrs.field(init=False, default=0)
-    _costs: dict[str, float] = attrs.field(init=False, factory=dict)  # _call_cost until the next feedback
     # (proposer, greedy) still to be learned, as of this step's start (_to_learn)
     _unlearned: set[tuple[str, bool]] = attrs.field(init=False, factory=set)
-    # ScoreFit.draft_curve for the batch size it was made for, until the next feedback
-    _curve: list[float] | None = attrs.field(init=False, default=None)
-    _curve_size: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -161,6 +145,7 @@ class AdaptivePolicy:
             raise ConfigError(f"max_k must be >= 1, got {self.max_k}")
         self._rng = random.Random(self.seed)
         self._budget = ExploreBudget(self.explore)
+        self._cost = Costs(max(ks))
 
     # -- estimates ---------------------------------------------------------------------
 
@@ -203,20 +188,11 @@ class AdaptivePolicy:
         return {n: [s.calibrated[n] for s in states] for n in names}
 
     def calibration(self, name: str, greedy: bool = True, k: int | None = None) -> float:
-        """Realised over estimated extra tokens of `name`'s chosen drafts (for this kind of
-        request; of length `k`, if given). A few steps' worth of evidence comes first, so early
-        noise cannot swing it: that estimates are right for the proposer, and for a length,
-        that they are as right as for the proposer's drafts of any length."""
-        key: tuple[str, bool] | tuple[str, bool, int] = (name, greedy)
-        cal = min(max((self._cal_real.get(key, 0.0) + 4.0) / (self._cal_est.get(key, 0.0) + 4.0), 0.25), 1.5)
-        if k is None:
-            return cal
-        key = (name, greedy, k)
-        real, est = self._cal_real.get(key, 0.0), self._cal_est.get(key, 0.0)
-        return min(max((real + 4.0 * cal) / (est + 4.0), 0.25), 1.5)
+        """Realised over estimated extra tokens of `name`'s verified drafts (Calibration.of)."""
+        return self._calibration.of(name, greedy, k)
 
     def _calibrations(self, name: str, greedy: bool) -> tuple[float, ...]:
-        return tuple(self.calibration(name, greedy, k) for k in range(self._kmax(name) + 1))
+        return tuple(self._calibration.of(name, greedy, k) for k in range(self._kmax(name) + 1))
 
     # -- the policy hooks ------------------------------------------------------------------
 
@@ -234,7 +210,7 @@ class AdaptivePolicy:
             s.shadows, s.asked, s.probe, s.held = (), (), None, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
             s.length = len(r.tokens)
-        if self._score is None:
+        if self._cost.score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
             return  # a probe: every request at k = 0 (no decisions means no drafts)
@@ -250,7 +226,7 @@ class AdaptivePolicy:
         unaffordable: set[str] = set()  # untimed proposers too dear this step: others get a turn
         # A proposer's first call for a request is cold (fills its cache) and times nothing
         # typical: an untimed proposer is asked again for a request it is warm for, first.
-        untimed = set(names) - set(self._propose)
+        untimed = set(names) - set(self._cost.propose)
         for i in sorted(order, key=lambda i: not untimed & states[i].warm):
             states[i].exploring = None
             pick = self._exploration(states[i], names, used | unaffordable)
@@ -263,7 +239,7 @@ class AdaptivePolicy:
             # ...unless the cost of a draft token was never measured: only a verified draft can.
             # A first timed call teaches its cost only: in the shadow for a sampled request too.
             shadow = ((states[i].greedy or states[i].why == "time")
-                      and self._score.drafted_steps >= _MEASURE_DRAFTS)
+                      and self._cost.score.drafted_steps >= _MEASURE_DRAFTS)
             cost = (0.0 if name in used else self._call_cost(name))
             # a first call's cache fill is an investment the request keeps if the proposer pays:
             # spread like a decision's (a sampled request can learn a model proposer only by
@@ -274,7 +250,8 @@ class AdaptivePolicy:
                 """What verifying kk tokens is expected to cost: the call, what the tokens add to
                 the forward (the first draft in it makes it a forward with drafts), less what
                 their expected accepted tokens are worth at the batch's rate -- an option near
-                break-even costs little to try; never less than a quarter of its cost."""
+                break-even costs little to try (a retry can then find out that it pays); never
+                less than a twentieth of its cost."""
                 if shadow:
                     return cost
                 full = cost + plan.draft_seconds(drafted + kk) - plan.draft_seconds(drafted)
@@ -283,13 +260,13 @@ class AdaptivePolicy:
                 if states[i].timing:
                     # before a draft token's cost was measured it is priced like a request's (the
                     # pessimistic prior), which may exceed any credit: what a full budget affords
-                    net = min(net, 0.75 * CREDIT_STEPS * self._last_step)
+                    net = min(net, 0.75 * CREDIT_STEPS * self._cost.last_step)
                 return net
 
             if not shadow and not states[i].timing and charge(k) > self._budget.credit:
                 # a one-token draft still measures and learns, for less; but not a proposer's
                 # first timed calls: the prior of its call cost scales from their budget, and
-                # one token's call would price every further token as a third of a whole call
+                # one token's call would price every further token as most of a whole call
                 k = 1
                 pick = (name, k)
             if not self._budget.afford(charge(k)):
@@ -313,7 +290,7 @@ class AdaptivePolicy:
             if states[i].retry_at and self._step >= states[i].retry_at:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
-        timed = [n for n in names if n in self._propose]
+        timed = [n for n in names if n in self._cost.propose]
         best_options(lambda: self._plan(len(choice)), choice, forced, gains, timed,
                      lambda i, n: self._cold_cost(states[i], n))
         for i, (r, s) in enumerate(zip(reqs, states)):
@@ -333,34 +310,34 @@ class AdaptivePolicy:
     def _pick_shadows(self, states: Sequence[RequestState], choice: Sequence[tuple[str | None, int]],
                       names: Sequence[str]) -> None:
         """Which requests ask which cheap proposers in the shadow this step."""
-        if self._last_step <= 0:
+        if self._cost.last_step <= 0:
             return
-        cheap = [n for n in names if self._call_cost(n) <= _SHADOW_SHARE * self._last_step]
+        cheap = [n for n in names if self._call_cost(n) <= _SHADOW_SHARE * self._cost.last_step]
         if not cheap:
             return
         per_request = sum(self._call_cost(n) for n in cheap)
-        share = min(1.0, _SHADOW_SHARE * self._last_step / max(per_request * len(states), 1e-12))
+        share = min(1.0, _SHADOW_SHARE * self._cost.last_step / max(per_request * len(states), 1e-12))
         for s, (name, _) in zip(states, choice):
             if share >= 1.0 or self._rng.random() < share:
                 s.shadows = tuple(n for n in cheap if n != name)
 
     def _exploration(self, state: RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
-        untimed = [n for n in names if n not in self._propose and n not in used]
+        untimed = [n for n in names if n not in self._cost.propose and n not in used]
         # a warm call is what times it; and the cheapest first call first (never called: 0)
-        untimed.sort(key=lambda n: (n not in state.warm, self._cold.get(n, 0.0)))
+        untimed.sort(key=lambda n: (n not in state.warm, self._cost.cold.get(n, 0.0)))
         if not untimed:
             # Then proposers too dear for the shadow whose acceptance for this kind of request
             # (greedy, sampled) rests on fewer than _LEARN_DRAFTS drafts: a prior of one half can
             # keep a good proposer from ever being chosen, and under sampling only a verified
             # draft teaches it.
-            dear = _SHADOW_SHARE * self._last_step
+            dear = _SHADOW_SHARE * self._cost.last_step
             untimed = [n for n in names if n not in used and (n, state.greedy) in self._unlearned
                        and self._call_cost(n) > dear]
             untimed.sort(key=lambda n: (n not in state.warm, self._learn_tries[(n, state.greedy)]))
         state.timing = bool(untimed)
         if untimed:  # worth one request's try as soon as it is affordable
             state.exploring = untimed[0]
-            state.why = "time" if untimed[0] not in self._propose else "learn"
+            state.why = "time" if untimed[0] not in self._cost.propose else "learn"
             # learning tries alternate four tokens and two: calls of two lengths tell the cost
             # per draft token from the cost per call (one length leaves that to the prior)
             tries = self._learn_tries[(untimed[0], state.greedy)] if state.why == "learn" else 0
@@ -368,7 +345,7 @@ class AdaptivePolicy:
         if state.retry_at and self._step >= state.retry_at:
             # only proposers the shadow does not keep measuring for every request are retried:
             # a cheap one's acceptance for this request is current anyway
-            dear = [n for n in names if n not in used and self._call_cost(n) > _SHADOW_SHARE * self._last_step]
+            dear = [n for n in names if n not in used and self._call_cost(n) > _SHADOW_SHARE * self._cost.last_step]
             if not dear:
                 state.retry_at = 0  # nothing to retry; rescheduled while it does not speculate
                 return None
@@ -398,42 +375,13 @@ class AdaptivePolicy:
         return learned < _LEARN_DRAFTS and self._learn_tries[(name, greedy)] < 2 * _LEARN_DRAFTS
 
     def _cold_cost(self, state: RequestState, name: str) -> float:
-        """The first call's extra cost, spread over the steps the request may still take (two
-        tokens a step; for a greedy request at most 16 steps: past that the proposer may well be
-        dropped again);
-        for a warm proposer, what reading the tokens it missed since it was last asked costs."""
-        if name in state.warm:
-            model = self._propose.get(name)
-            return model.coef[3] * state.behind(name) if model is not None else 0.0
-        # (a sampled request keeps a proposer that pays: its acceptance is the proposer's and the
-        # temperature's more than the text's -- spread over all the steps it may still take)
-        steps = max(1.0, state.room / 2)
-        return self._cold.get(name, 0.0) / (min(16.0, steps) if state.greedy else steps)
+        return self._cost.cold_cost(state, name)
 
     def _call_cost(self, name: str) -> float:
-        """Estimated seconds of one call of `name` for one request; an untimed proposer is
-        guessed at a tenth of a step, or at what its first (cold) call cost if that was less:
-        a warm call costs no more than a cold one. Kept until the next feedback changes it: a
-        step asks it for every request, several times."""
-        cost = self._costs.get(name)
-        if cost is None:
-            model = self._propose.get(name)
-            if model is None:
-                cost = min(0.1 * self._last_step, self._cold.get(name, float("inf")))
-            else:
-                a, b, c, _ = model.coef  # a call that follows the last one (nothing to catch up)
-                cost = a + b + c * self._kmax(name)
-            self._costs[name] = cost
-        return cost
+        return self._cost.call_cost(name, self._kmax(name))
 
     def _plan(self, size: int) -> BatchPlan:
-        assert self._score is not None
-        if self._curve is None or len(self._curve) < 2 or self._curve_size != size:
-            # the longest draft of any proposer for every request, at most: what a plan can reach
-            longest = max(self.max_k.values()) if isinstance(self.max_k, Mapping) else self.max_k
-            self._curve, self._curve_size = self._score.draft_curve(size, size * longest), size
-        return BatchPlan(self._score.coef, self._other or 0.0, {n: m.coef for n, m in self._propose.items()}, size,
-                         self._curve)
+        return self._cost.plan(size)
 
     def _decide(self, rid: str, state: RequestState, name: str | None, k: int, estimate: float | None) -> None:
         if name is None or k == 0:
@@ -457,17 +405,17 @@ class AdaptivePolicy:
         HandJudge.hold(drafts, state.held)  # the shadows' drafts among them, scored in hindsight
         if any(n not in drafts for n in state.shadows):
             return DEFER  # shadows first (past the plan's end, DEFER means no draft)
-        if self._score is None or (name is not None and state.exploring == name):
+        if self._cost.score is None or (name is not None and state.exploring == name):
             # nothing measured yet, or an exploration: verified to learn, whatever it drafts
             return (drafts[name] if name in drafts else DEFER) if name is not None else None
-        a, b, per_token, once = self._score.coef
+        a, b, per_token, once = self._cost.score.coef
         size = max(self._batch, 1)
-        rate = size / max(a + b * size + (self._other or 0.0), 1e-9)  # the batch's quiet rate
+        rate = size / max(a + b * size + (self._cost.other or 0.0), 1e-9)  # the batch's quiet rate
         # the forward's once-per-forward draft cost is this request's only if no other drafts;
         # then what its tokens add is the measured curve (others drafting: the line's slope)
         alone = not (self._drafting - {req.id})
         once = once if alone else 0.0
-        curve = self._curve if alone and self._curve_size == size else None
+        curve = self._cost.curve(size) if alone else None
         got = self._hand.pick(drafts, state.greedy, lambda n, kk: self._pooled(n, state.greedy, kk),
                               per_token, once, rate, curve)
         if name is not None and name not in drafts:
@@ -503,53 +451,16 @@ class AdaptivePolicy:
         return cut if cut is chosen or cut.source == pick else attrs.evolve(cut, source=pick)
 
     def feedback(self, fb: StepFeedback) -> None:
-        self._costs, self._curve = {}, None
-        step_seconds = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
-        if self._score is None:
-            base = max(fb.score_seconds, 1e-6)
-            size = float(max(fb.batch_size, 1))
-            # The prior: this forward was 5% fixed cost and 95% its requests' (see
-            # _PRIOR_FIXED_SHARE), a draft token costs what a request does, and drafts cost
-            # nothing once per forward. The draft points sit at this batch with one and two
-            # draft tokens: far out, they would outweigh the few drafts measured.
-            fixed = _PRIOR_FIXED_SHARE * base
-            per = (base - fixed) / size
-            self._score = ScoreFit(prior=((0.0, 0.0, fixed), (size, 0.0, base), (size, 1.0, base + per),
-                                          (size, 2.0, base + 2 * per)))
-        self._last_step = step_seconds
+        self._cost.learn(fb, self._requests)
+        step_seconds = self._cost.last_step
         # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
         learning = any(self._to_learn(n, g) for n, g in self._learning)
         emitted = sum(o.emitted for o in fb.outcomes)
         batch_rate = emitted / max(step_seconds, 1e-9)
-        self._score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
-        self._other = fb.other_seconds if self._other is None else 0.9 * self._other + 0.1 * fb.other_seconds
         # what these tokens would have taken without drafts: a quiet step emits one per request
-        quiet = self._score.predict(fb.batch_size, 0) + self._other
+        quiet = self._cost.quiet_step(fb.batch_size)
         saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
         self._budget.earn(step_seconds, _LEARN_BOOST if learning else 1.0, saved)
-        for name, seconds in fb.propose_seconds.items():
-            n, k = fb.asked.get(name, (1, 1))
-            model = self._propose.get(name)
-            cold = [st for o in fb.outcomes if (st := self._requests.get(o.request_id)) is not None
-                    and name in st.asked and name not in st.warm]
-            if cold:
-                # what this call cost beyond a warm one, per request it was cold for
-                warm = model.predict([1.0, n, k, 0.0]) if model is not None else 0.0
-                per = max(seconds - warm, 0.0) / len(cold)
-                old = self._cold.get(name)
-                self._cold[name] = per if old is None else 0.8 * old + 0.2 * per
-                continue
-            # the tokens its requests had to catch up on: a call after a pause reads more
-            behind = sum(st.behind(name) for o in fb.outcomes
-                         if (st := self._requests.get(o.request_id)) is not None and name in st.asked)
-            if model is None:
-                # prior: an eighth fixed, an eighth per request asked, the rest per token of budget
-                # (a model proposer runs a forward a token), nothing per token caught up on
-                # (until calls after pauses and without tell)
-                model = CostModel(prior=[((1.0, 0.0, 0.0, 0.0), seconds / 8), ((1.0, n, 0.0, 0.0), seconds / 4),
-                                         ((1.0, n, k, 0.0), seconds)])
-                self._propose[name] = model
-            model.add([1.0, n, k, float(behind)], seconds)
         for o in fb.outcomes:
             st = self._requests.get(o.request_id)
             if st is not None:
@@ -568,7 +479,7 @@ class AdaptivePolicy:
                     self._estimated += decision[2]
                     self._realised += o.emitted
                 if decision[2] > 0 or explored > 0:
-                    self._calibrate(decision[0], o.greedy, decision[1], decision[2] or explored, o.emitted)
+                    self._calibration.add(decision[0], o.greedy, decision[1], decision[2] or explored, o.emitted)
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
@@ -593,27 +504,14 @@ class AdaptivePolicy:
                 state.retry_gap = state.retry_gap or self.retry_after
                 state.retry_at = self._step + state.retry_gap
 
-    def _calibrate(self, name: str, greedy: bool, k: int, estimate: float, emitted: int) -> None:
-        """One verified draft's estimate (as calibrated when it was made) against what it emitted.
-
-        Chosen drafts alone would ratchet the calibration down: chosen when their estimate ran
-        high, they always disappoint, the scale falls, only still luckier estimates get chosen,
-        and so on until a proposer that pays is never chosen (under sampling, where a draft
-        model pays ~10% on a CPU, it was). Explorations were not chosen on their estimate: they
-        anchor it."""
-        raw = (estimate - 1) / self.calibration(name, greedy, k)  # scaled back
-        for key in ((name, greedy), (name, greedy, k)):
-            self._cal_real[key] = 0.995 * self._cal_real.get(key, 0.0) + (emitted - 1)
-            self._cal_est[key] = 0.995 * self._cal_est.get(key, 0.0) + raw
-
     def _explored(self, state: RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
         """An exploration's outcome. Worth it, had it been chosen? Its accepted tokens against what
         its draft tokens and call cost, at the batch's rate. Explorations that keep finding
         nothing worth it (a loaded machine, a workload no proposer helps) slow down to 1/16 of
         `explore`; one that finds something restores the pace."""
-        assert self._score is not None
+        assert self._cost.score is not None
         self._explorations += 1
-        extra = self._score.coef[2] * drafted + self._call_cost(name)
+        extra = self._cost.score.coef[2] * drafted + self._call_cost(name)
         if not state.timing:  # one run to time or first learn a proposer teaches the pace nothing
             self._budget.judge(accepted >= extra * batch_rate)
         paid = drafted > 0 and accepted * 2 >= drafted
@@ -653,12 +551,8 @@ class AdaptivePolicy:
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},
-            "calibration": {f"{key[0]}{'' if key[1] else ' (sampled)'}{f' k={key[2]}' if len(key) > 2 else ''}":
-                            round(self.calibration(*key), 3) for key in sorted(self._cal_est, key=str)},
+            "calibration": self._calibration.report(),
             # cheap drafts judged in hand: plan's draft kept, another taken, dropped; score calibration
             "in_hand": self._hand.report(),
-            "score_cost": list(self._score.coef) if self._score is not None else None,
-            "propose_cost": {n: list(m.coef) for n, m in self._propose.items()},
-            "cold_call_cost": dict(self._cold),
-            "other_seconds": self._other,
+            **self._cost.report(),
         }

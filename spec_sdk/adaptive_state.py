@@ -88,3 +88,50 @@ class ExploreBudget:
     def judge(self, fruitful: bool) -> None:
         """An exploration would (not) have paid had it been chosen."""
         self.scale = min(1.0, self.scale * 2.0) if fruitful else max(MIN_EXPLORE_SCALE, self.scale * 0.8)
+
+
+CalKey = tuple[str, bool] | tuple[str, bool, int]
+
+
+@attrs.define
+class Calibration:
+    """Realised over estimated extra tokens of verified drafts (decayed sums), per proposer and
+    kind of request (greedy, sampled), and per draft length within that.
+
+    Estimates picked as the best of several are biased upwards (the winner's curse); this
+    scales them back -- per proposer (one whose estimates run high must not drag down the
+    others'), per length (a proposer whose deep positions run high must not drag down its
+    short drafts' estimates, which were right).
+
+    Chosen drafts alone would ratchet it down: chosen when their estimate ran high, they always
+    disappoint, the scale falls, only still luckier estimates get chosen, and so on until a
+    proposer that pays is never chosen (under sampling, where a draft model pays ~10% on a CPU,
+    it was). Verified explorations were not chosen on their estimate: they count too and
+    anchor it."""
+
+    real: dict[CalKey, float] = attrs.field(factory=dict)
+    est: dict[CalKey, float] = attrs.field(factory=dict)
+
+    def of(self, name: str, greedy: bool = True, k: int | None = None) -> float:
+        """The scale for `name`'s estimates (of length `k`, if given). A few steps' worth of
+        evidence comes first, so early noise cannot swing it: that estimates are right for the
+        proposer, and for a length, that they are as right as the proposer's of any length."""
+        key: CalKey = (name, greedy)
+        cal = min(max((self.real.get(key, 0.0) + 4.0) / (self.est.get(key, 0.0) + 4.0), 0.25), 1.5)
+        if k is None:
+            return cal
+        key = (name, greedy, k)
+        real, est = self.real.get(key, 0.0), self.est.get(key, 0.0)
+        return min(max((real + 4.0 * cal) / (est + 4.0), 0.25), 1.5)
+
+    def add(self, name: str, greedy: bool, k: int, estimate: float, emitted: int) -> None:
+        """One verified draft's estimate (as calibrated when it was made) against what it emitted."""
+        raw = (estimate - 1) / self.of(name, greedy, k)  # scaled back
+        for key in ((name, greedy), (name, greedy, k)):
+            self.real[key] = 0.995 * self.real.get(key, 0.0) + (emitted - 1)
+            self.est[key] = 0.995 * self.est.get(key, 0.0) + raw
+
+    def report(self) -> dict[str, float]:
+        return {f"{key[0]}{'' if key[1] else ' (sampled)'}{f' k={key[2]}' if len(key) > 2 else ''}":
+                round(self.of(*key), 3) for key in sorted(self.est, key=str)}
+

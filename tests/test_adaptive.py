@@ -184,7 +184,7 @@ def test_a_proposer_asked_after_a_pause_is_priced_for_what_it_missed() -> None:
     for i in range(60):  # 1 ms a call, 2 ms a draft token, 0.25 ms a token caught up on
         k, behind = 1 + i % 4, (i * 7) % 30
         model.add([1.0, 1.0, k, behind], 0.001 + 0.002 * k + 0.00025 * behind)
-    pol._propose["m"] = model
+    pol._cost.propose["m"] = model
     assert model.coef[3] == pytest.approx(0.00025, rel=0.1)
     assert pol._cold_cost(state, "m") == pytest.approx(20 * model.coef[3])
     assert pol._call_cost("m") == pytest.approx(0.001 + 0.002 * 8, rel=0.1)  # a steady call
