@@ -62,10 +62,18 @@ class Asked:
     chosen: str | None
 
 
+# how fast the bar rises (falls back) per step that took the cheap stage's draft
+RAISE_STEP = 1.05
+RAISE_MAX = 8.0
+
+
 @attrs.define
 class StageRates:
     stages: Sequence[str]
     _seen: dict[tuple[str, bool], _Seen] = attrs.field(factory=dict)
+    # per (cheap stage, greedy): a factor >= 1 on the bar, raised while the steps that took that
+    # stage's drafts emit more slowly than the next stage's steps (see `observe`)
+    _raised: dict[tuple[str, bool], float] = attrs.field(factory=dict)
 
     def bar(self, stage: str, nxt: str, greedy: bool) -> float | None:
         """The score `stage`'s draft needs to beat deferring to `nxt`; None until measured."""
@@ -76,6 +84,8 @@ class StageRates:
             return float("inf")
         rate_next = model.emitted / model.seconds
         t_stop = cheap.stop_seconds / cheap.stops
+        # raised: the cheap step must beat the next stage's rate by that factor (see _adjust)
+        rate_next *= self._raised.get((stage, greedy), 1.0)
         return (rate_next * t_stop - 1.0) / (cheap.accepted / cheap.scored)
 
     def report(self) -> dict[str, dict[str, float | int]]:
@@ -88,11 +98,13 @@ class StageRates:
                 "tokens_per_second": s.emitted / s.seconds if s.seconds else 0.0,
                 "stop_seconds": s.stop_seconds / s.stops if s.stops else 0.0,
                 "accepted_per_score": s.accepted / s.scored if s.scored else 0.0,
+                "bar_raised": self._raised.get((name, greedy), 1.0),
             }
         return out
 
     def observe(self, fb: StepFeedback, asked: Mapping[str, Asked]) -> None:
         base = (fb.score_seconds + fb.other_seconds) / max(fb.batch_size, 1)
+        took: set[tuple[str, bool]] = set()
         share = {n: s / max(fb.asked.get(n, (1, 0))[0], 1) for n, s in fb.propose_seconds.items()}
         d = RATE_DECAY
         for o in fb.outcomes:
@@ -109,6 +121,7 @@ class StageRates:
                 if name == a.chosen:
                     seen.emitted, seen.seconds = d * seen.emitted + o.emitted, d * seen.seconds + spent
                     seen.used += 1
+                    took.add((name, a.greedy))
                 draft = a.drafts[name]
                 if draft is None:
                     continue
@@ -121,4 +134,26 @@ class StageRates:
                     got = matched_prefix(tokens, o.tokens)
                 seen.accepted, seen.scored = d * seen.accepted + got, d * seen.scored + score
                 seen.judged += 1
+        for name, greedy in took:
+            self._adjust(name, greedy)
+
+    def _adjust(self, stage: str, greedy: bool) -> None:
+        """The bar's linear model (accepted = cal * score) runs high at high scores under
+        sampling: a suffix draft scoring 6 is not accepted six times as much as one scoring 1.
+        So the bar is checked against what it lets through: while the steps that took `stage`'s
+        drafts emit more slowly than the next stage's steps, it rises; when they emit faster, it
+        falls back towards the computed bar (never below it: where the cheap stage's steps beat
+        the next stage's on average, its marginal ones need not)."""
+        i = list(self.stages).index(stage)
+        if i + 1 >= len(self.stages):
+            return
+        cheap, model = self._seen.get((stage, greedy)), self._seen.get((self.stages[i + 1], greedy))
+        if cheap is None or model is None or cheap.used < RATE_AFTER or model.used < RATE_AFTER:
+            return
+        if cheap.seconds <= 0 or model.seconds <= 0:
+            return
+        factor = self._raised.get((stage, greedy), 1.0)
+        slower = cheap.emitted / cheap.seconds < model.emitted / model.seconds
+        factor = min(factor * RAISE_STEP, RAISE_MAX) if slower else max(factor / RAISE_STEP, 1.0)
+        self._raised[(stage, greedy)] = factor
 

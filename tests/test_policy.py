@@ -157,6 +157,32 @@ def test_cascade_rate_bar_learns_from_the_cheap_stage_s_own_steps():
     assert policy.choose(view, {"cheap": liar}) is DEFER
 
 
+def test_cascade_rate_bar_rises_while_the_drafts_it_lets_through_are_slower():
+    """Under sampling a cheap draft's acceptance is not proportional to its score (a suffix
+    draft scoring 6 is not accepted six times as much as one scoring 1), so the computed bar can
+    let through drafts whose steps emit more slowly than deferring would: while they do, the
+    bar rises; once they are faster, it falls back -- never below the computed one."""
+    from spec_sdk.cascade_rate import StageRates, _Seen
+
+    rates = StageRates(("cheap", "model"))
+    cheap = _Seen(emitted=1.5, seconds=0.02, used=RATE_AFTER, stop_seconds=0.02, stops=1.0,
+                  accepted=2.0, scored=4.0, judged=RATE_AFTER)
+    model = _Seen(emitted=2.2, seconds=0.025, used=RATE_AFTER)
+    rates._seen[("cheap", False)], rates._seen[("model", False)] = cheap, model
+    computed = rates.bar("cheap", "model", False)
+    assert computed is not None and computed > 0
+    for _ in range(10):  # cheap steps: 75 tok/s against the model's 88
+        rates._adjust("cheap", False)
+    raised = rates.bar("cheap", "model", False)
+    assert raised is not None and raised > 1.5 * computed
+    assert rates.report()["cheap (sampled)"]["bar_raised"] > 1.5
+    cheap.emitted = 3.0  # now 150 tok/s: the bar falls back, to the computed one and no lower
+    for _ in range(40):
+        rates._adjust("cheap", False)
+    assert rates.bar("cheap", "model", False) == pytest.approx(computed)
+    rates._adjust("model", False)  # the last stage has no bar: nothing to adjust
+
+
 @settings(max_examples=25, deadline=None)
 @given(batch=st.lists(prompts(6, max_len=16), min_size=1, max_size=4), n_new=st.integers(1, 30))
 def test_cascade_with_measured_bar_is_lossless_greedy(batch, n_new):
