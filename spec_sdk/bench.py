@@ -233,6 +233,18 @@ def sweep_methods(methods: Sequence[Method], ks: Sequence[int]) -> list[Method]:
     return out
 
 
+def suffix_trees(methods: Sequence[Method], ks: Sequence[int]) -> list[Method]:
+    """The suffix proposer drafting trees (several branches, verified at once) at each length in
+    `ks`, besides its chains: production systems verify suffix drafts as chains only."""
+    out = []
+    for m in methods:
+        if len(m.proposers) == 1 and m.policy is None and "suffix" in m.proposers:
+            opts = {**m.proposers["suffix"], "tree": True}
+            out += [Method(f"suffix tree k={k}", {"suffix": opts}, k) for k in dict.fromkeys(ks)]
+            break
+    return out
+
+
 def adaptive_method(methods: Sequence[Method], max_k: int = 8) -> Method | None:
     """The adaptive policy over every single proposer of `methods`, with their options."""
     from spec_sdk.adaptive import AdaptivePolicy
@@ -248,7 +260,8 @@ def adaptive_method(methods: Sequence[Method], max_k: int = 8) -> Method | None:
 
 
 def _with_extras(methods: list[Method], config: WorkloadBenchConfig) -> list[Method]:
-    extra = sweep_methods(methods, config.sweep) + cascades(methods, config.k, sweep=config.sweep)
+    extra = (sweep_methods(methods, config.sweep) + cascades(methods, config.k, sweep=config.sweep)
+             + suffix_trees(methods, (config.k, max((config.k, *config.sweep)))))
     adaptive = adaptive_method(methods, max((config.k, *config.sweep))) if config.adaptive else None
     return methods + extra + ([adaptive] if adaptive is not None else [])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spec_sdk.adaptive import AdaptivePolicy
-from spec_sdk.bench import Method, adaptive_method, cascades, sweep_methods
+from spec_sdk.bench import Method, adaptive_method, cascades, suffix_trees, sweep_methods
 from spec_sdk.policy import FixedPolicy
 
 
@@ -45,3 +45,12 @@ def test_cascades_come_with_the_reference_bar_and_the_rate_bar_at_every_k() -> N
     assert mixed.policy_factory is not None and mixed.policy_factory().k == (8, 2)
     assert mixed.policy_factory().threshold == "rate"
     assert [m.name for m in cascades(_methods(), 4)] == ["cascade suffix>ngram k=4", "cascade suffix>ngram rate k=4"]
+
+
+def test_suffix_trees_come_at_the_default_and_the_longest_length() -> None:
+    trees = suffix_trees(_methods(), (4, 8))
+    assert [(m.name, m.k) for m in trees] == [("suffix tree k=4", 4), ("suffix tree k=8", 8)]
+    assert all(m.proposers["suffix"]["tree"] is True and m.policy is None for m in trees)
+    assert [m.name for m in suffix_trees(_methods(), (4, 4))] == ["suffix tree k=4"]
+    assert suffix_trees([m for m in _methods() if "suffix" not in m.proposers], (4, 8)) == []
+
