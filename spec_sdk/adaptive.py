@@ -57,7 +57,7 @@ from typing import Any, Literal
 import attrs
 
 from spec_sdk.errors import ConfigError
-from spec_sdk.adaptive_hand import HandJudge
+from spec_sdk.adaptive_hand import HandJudge, draft_seconds
 from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
@@ -424,8 +424,7 @@ class AdaptivePolicy:
             if got is None or got[0] is None:
                 return DEFER
             gain = max(estimate - 1.0, 0.0)  # the plan's calibrated estimate
-            tokens = curve[k] if curve is not None and k < len(curve) else per_token * k + once
-            if got[2] < gain - rate * (tokens + self._call_cost(name)):
+            if got[2] < gain - rate * (draft_seconds(k, per_token, once, curve) + self._call_cost(name)):
                 return DEFER
             self._hand.saved += 1
             return self._take(req.id, drafts, got[0], got[1], name)

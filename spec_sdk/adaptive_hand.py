@@ -41,6 +41,12 @@ def _bin(score: float) -> int:
     return len(_SCORE_EDGES)
 
 
+def draft_seconds(k: int, per_token: float, once: float, curve: Sequence[float] | None) -> float:
+    """What a draft of k tokens adds to the forward: the measured curve where it reaches
+    (ScoreFit.draft_curve, `once` included), else `per_token` a token plus `once`."""
+    return curve[k] if curve is not None and k < len(curve) else per_token * k + once
+
+
 @attrs.define
 class HandJudge:
     bins: dict[tuple[str, bool, int], Acceptance] = attrs.field(factory=dict)
@@ -83,8 +89,7 @@ class HandJudge:
             known = True
             gains = self.expected(n, greedy, d.score, len(d), pooled)
             for k in range(1, len(gains)):
-                cost = curve[k] if curve is not None and k < len(curve) else per_token * k + once
-                worth = gains[k] - rate * cost
+                worth = gains[k] - rate * draft_seconds(k, per_token, once, curve)
                 if worth > best[2]:
                     best = (n, k, worth)
         return best if known else None
