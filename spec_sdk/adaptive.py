@@ -45,6 +45,11 @@ retries each proposer after `retry_after` steps, the wait doubling after each re
 nothing accepted. And every `probe_every` steps the whole batch runs one step without drafts:
 when the batch size and the chosen draft lengths barely change, the cost of a draft token
 cannot be told from the fixed cost of a step without such a probe.
+
+A sampled request's options are weighed with hope (_HOPE): a proposer's first-position
+acceptance, pooled over sampled requests, is raised by its standard error, as tokens for every
+draft length alike. Only verified drafts teach acceptance under sampling; without the hope a
+proposer whose first few drafts were unlucky was seldom verified again, however well it pays.
 """
 
 from __future__ import annotations
@@ -87,6 +92,12 @@ _OWN_STRENGTH = 2.0
 _OWN_STRENGTH_SAMPLED = 16.0
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
+# A sampled request's options are weighed with hope: each draft position's pooled acceptance
+# raised by this many standard errors of it. Only a verified draft teaches acceptance under
+# sampling, and a proposer that starts unlucky would otherwise never be verified again (a
+# draft model that pays 30% here went unused for 400 steps after four bad drafts); the hope
+# shrinks as the drafts it makes verify it, and what it costs is the few drafts that do.
+_HOPE = 1.5
 
 
 @attrs.define(eq=False)
@@ -187,6 +198,25 @@ class AdaptivePolicy:
                     s.calibrated_with[n] = cal
         return {n: [s.calibrated[n] for s in states] for n in names}
 
+    def _hoped(self, states: Sequence[RequestState], names: Sequence[str],
+               gains: dict[str, list[list[float]]]) -> dict[str, list[list[float]]]:
+        """`gains` with the sampled requests' raised by the hope in their proposers (_HOPE):
+        what the decisions weigh; the estimates recorded (for the calibration and the report)
+        stay the plain ones."""
+        if all(s.greedy for s in states):
+            return gains
+        hopes: dict[str, list[float]] = {}
+        for n in names:
+            # The first position's doubt, as tokens, for every k alike: whether the proposer
+            # pays at all is what is open; raising deep positions, rarely reached and so the
+            # most in doubt, would send the hope into long drafts, which cost the most.
+            pooled = self._global.get((n, False))
+            rate = pooled.rates(1, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT)
+            hope = _HOPE * (pooled or Acceptance()).doubt(rate)[0]
+            hopes[n] = [0.0] + [hope] * self._kmax(n)
+        return {n: [g if s.greedy else [x + h for x, h in zip(g, hopes[n])] for s, g in zip(states, gains[n])]
+                for n in names}
+
     def calibration(self, name: str, greedy: bool = True, k: int | None = None) -> float:
         """Realised over estimated extra tokens of `name`'s verified drafts (Calibration.of)."""
         return self._calibration.of(name, greedy, k)
@@ -240,7 +270,7 @@ class AdaptivePolicy:
             # A first timed call teaches its cost only: in the shadow for a sampled request too.
             shadow = ((states[i].greedy or states[i].why == "time")
                       and self._cost.score.drafted_steps >= _MEASURE_DRAFTS)
-            cost = (0.0 if name in used else self._call_cost(name))
+            cost = (0.0 if name in used else self._call_cost(name, k))
             # a first call's cache fill is an investment the request keeps if the proposer pays:
             # spread like a decision's (a sampled request can learn a model proposer only by
             # verifying, and paying its prompt's prefill in full kept it from ever trying)
@@ -291,7 +321,7 @@ class AdaptivePolicy:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
         timed = [n for n in names if n in self._cost.propose]
-        best_options(lambda: self._plan(len(choice)), choice, forced, gains, timed,
+        best_options(lambda: self._plan(len(choice)), choice, forced, self._hoped(states, names, gains), timed,
                      lambda i, n: self._cold_cost(states[i], n))
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
@@ -377,8 +407,9 @@ class AdaptivePolicy:
     def _cold_cost(self, state: RequestState, name: str) -> float:
         return self._cost.cold_cost(state, name)
 
-    def _call_cost(self, name: str) -> float:
-        return self._cost.call_cost(name, self._kmax(name))
+    def _call_cost(self, name: str, k: int | None = None) -> float:
+        """A warm call of `name` for one request asked for `k` tokens (default: its longest)."""
+        return self._cost.call_cost(name, self._kmax(name) if k is None else k)
 
     def _plan(self, size: int) -> BatchPlan:
         return self._cost.plan(size)
@@ -424,7 +455,7 @@ class AdaptivePolicy:
             if got is None or got[0] is None:
                 return DEFER
             gain = max(estimate - 1.0, 0.0)  # the plan's calibrated estimate
-            if got[2] < gain - rate * (draft_seconds(k, per_token, once, curve) + self._call_cost(name)):
+            if got[2] < gain - rate * (draft_seconds(k, per_token, once, curve) + self._call_cost(name, k)):
                 return DEFER
             self._hand.saved += 1
             return self._take(req.id, drafts, got[0], got[1], name)
@@ -510,7 +541,7 @@ class AdaptivePolicy:
         `explore`; one that finds something restores the pace."""
         assert self._cost.score is not None
         self._explorations += 1
-        extra = self._cost.score.coef[2] * drafted + self._call_cost(name)
+        extra = self._cost.score.coef[2] * drafted + self._call_cost(name, max(drafted, 1))
         if not state.timing:  # one run to time or first learn a proposer teaches the pace nothing
             self._budget.judge(accepted >= extra * batch_rate)
         paid = drafted > 0 and accepted * 2 >= drafted

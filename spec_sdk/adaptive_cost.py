@@ -30,6 +30,8 @@ from spec_sdk.policy import StepFeedback
 # Before anything is measured: the forward's cost 5% fixed and 95% shared by its tokens
 # (compute-bound: the case where speculating hurts most).
 PRIOR_FIXED_SHARE = 0.05
+# tokens a step is taken to emit, where a plan must guess how many steps a request has left
+_STEP_TOKENS = 2
 
 
 @attrs.define(eq=False)
@@ -43,7 +45,7 @@ class Costs:
     cold: dict[str, float] = attrs.field(factory=dict)
     other: float | None = None
     last_step: float = 0.0  # the last step's seconds
-    _calls: dict[str, float] = attrs.field(factory=dict)  # call_cost until the next learn
+    _calls: dict[tuple[str, int], float] = attrs.field(factory=dict)  # call_cost until the next learn
     # ScoreFit.draft_curve for the batch size it was made for, until the next learn
     _curve: list[float] | None = None
     _curve_size: int = 0
@@ -54,7 +56,7 @@ class Costs:
         a tenth of a step, or at what its first (cold) call cost if that was less: a warm call
         costs no more than a cold one. Kept until the next `learn`: a step asks it for every
         request, several times."""
-        cost = self._calls.get(name)
+        cost = self._calls.get((name, kmax))
         if cost is None:
             model = self.propose.get(name)
             if model is None:
@@ -62,21 +64,31 @@ class Costs:
             else:
                 a, b, c, _ = model.coef
                 cost = a + b + c * kmax
-            self._calls[name] = cost
+            self._calls[(name, kmax)] = cost
         return cost
 
     def cold_cost(self, state: RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
         tokens a step; for a greedy request at most 16 steps: past that the proposer may well be
         dropped again); for a warm proposer, what reading the tokens it missed since it was last
-        asked costs."""
-        if name in state.warm:
-            model = self.propose.get(name)
-            return model.coef[3] * state.behind(name) if model is not None else 0.0
+        asked costs. A step's worth of them (two tokens) is what a proposer asked every step
+        reads every step, and is charged whole; the rest, after a pause, is paid once and the
+        proposer is current again: spread like a first call, and never more than one. (Charged
+        whole, a draft model that fell behind while another proposer drafted looked dearer with
+        each step it was left out, and was not asked again.)"""
         # (a sampled request keeps a proposer that pays: its acceptance is the proposer's and the
         # temperature's more than the text's -- spread over all the steps it may still take)
-        steps = max(1.0, state.room / 2)
-        return self.cold.get(name, 0.0) / (min(16.0, steps) if state.greedy else steps)
+        steps = max(1.0, state.room / _STEP_TOKENS)
+        spread = min(16.0, steps) if state.greedy else steps
+        if name in state.warm:
+            model = self.propose.get(name)
+            if model is None:
+                return 0.0
+            behind = state.behind(name)
+            every_step = min(behind, _STEP_TOKENS)
+            pause = model.coef[3] * (behind - every_step)
+            return model.coef[3] * every_step + min(pause, self.cold.get(name, pause)) / spread
+        return self.cold.get(name, 0.0) / spread
 
     def curve(self, size: int) -> list[float] | None:
         """What 0.. draft tokens add to a forward of `size` requests, as the plan of this step
