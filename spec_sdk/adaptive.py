@@ -77,6 +77,10 @@ _PRIOR_ACCEPT = (0.5,)
 # a proposer whose call for one request costs at most this share of a step is asked in the
 # shadow; shadows are asked for a random part of the batch sized to cost about this share
 _SHADOW_SHARE = 0.01
+# ...and the shadow calls of a step may cost this share of it together: in a big batch the
+# drafts in hand are how speculation pays at all (the average draft does not, a strong match
+# does), and at 1% only a third of a 64-request batch had any
+_SHADOW_BUDGET = 0.03
 # explorations verify (their drafts enter the forward) until this many forwards with drafts
 # were timed: fewer cannot tell what a draft token costs from the noise of one step
 _MEASURE_DRAFTS = 8
@@ -141,6 +145,9 @@ class AdaptivePolicy:
     _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
     _drafting: set[str] = attrs.field(init=False, factory=set)  # requests whose drafts are in this forward
     _batch: int = attrs.field(init=False, default=0)
+    # requests whose drafts in hand were worth their tokens (this step; decayed over the last)
+    _worth_taking: int = attrs.field(init=False, default=0)
+    _takers: float = attrs.field(init=False, default=0.0)
     # (proposer, greedy) still to be learned, as of this step's start (_to_learn)
     _unlearned: set[tuple[str, bool]] = attrs.field(init=False, factory=set)
 
@@ -231,6 +238,7 @@ class AdaptivePolicy:
         names = [n for n in (self.proposers if self.proposers is not None else proposers) if n in proposers]
         self._decisions = {}
         self._drafting, self._batch = set(), len(reqs)
+        self._takers, self._worth_taking = 0.5 * self._takers + 0.5 * self._worth_taking, 0
         if not names or not reqs:
             return
         states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
@@ -330,7 +338,19 @@ class AdaptivePolicy:
             # a verified exploration's estimate: no winner's curse in it, it anchors the calibration
             s.explore_estimate = gains[name][i][k] if name is not None and i in forced else 0.0
             self._decide(r.id, s, name, k, estimate)
-        self._pick_shadows(states, choice, timed)
+        # a proposer whose first call was cheap is asked in the shadow before a warm call of it
+        # was timed: its warm calls cost no more, and that is how they get timed (one at a
+        # time, in explorations, took a big batch tens of steps to reach the suffix proposer)
+        cheap_first = [n for n in names if n not in timed and n in self._cost.cold
+                       and self._cost.cold[n] <= _SHADOW_SHARE * self._cost.last_step]
+        self._pick_shadows(states, choice, timed + cheap_first)
+        # a proposer never called is asked in the shadow for one request: a first call tells
+        # whether it is cheap (else the explorations, one a step, may take long to reach it)
+        for n in names:
+            if n not in self._cost.cold and n not in self._cost.propose and not any(n in s.shadows for s in states):
+                lucky = states[self._rng.randrange(len(states))]
+                if choice[states.index(lucky)][0] != n:
+                    lucky.shadows += (n,)
         self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
         for s, (name, _) in zip(states, choice):
             if s.probe is not None and s.probe != name and s.probe not in s.shadows:
@@ -345,8 +365,11 @@ class AdaptivePolicy:
         cheap = [n for n in names if self._call_cost(n) <= _SHADOW_SHARE * self._cost.last_step]
         if not cheap:
             return
-        per_request = sum(self._call_cost(n) for n in cheap)
-        share = min(1.0, _SHADOW_SHARE * self._cost.last_step / max(per_request * len(states), 1e-12))
+        # one call asks a proposer for all its shadow requests: its fixed part is paid once
+        calls = [self._cost.batch_call(n, self._kmax(n)) for n in cheap]
+        room = _SHADOW_BUDGET * self._cost.last_step - sum(fixed for fixed, _ in calls)
+        per_request = sum(each for _, each in calls)
+        share = min(1.0, max(room, 0.0) / max(per_request * len(states), 1e-12))
         for s, (name, _) in zip(states, choice):
             if share >= 1.0 or self._rng.random() < share:
                 s.shadows = tuple(n for n in cheap if n != name)
@@ -442,13 +465,30 @@ class AdaptivePolicy:
         a, b, per_token, once = self._cost.score.coef
         size = max(self._batch, 1)
         rate = size / max(a + b * size + (self._cost.other or 0.0), 1e-9)  # the batch's quiet rate
-        # the forward's once-per-forward draft cost is this request's only if no other drafts;
-        # then what its tokens add is the measured curve (others drafting: the line's slope)
+        # The forward's once-per-forward draft cost (`once`) is this request's only if no other
+        # drafts -- and then what its tokens add is the measured curve (others drafting: the
+        # line's slope). Even then it is shared with the requests expected to take a draft in
+        # hand after it: last steps' count of drafts in hand worth their tokens without it.
+        # Charged whole to whoever comes first, no one draft in a big batch paid it, no one
+        # drafted, and the batch stalled without drafts where a fixed suffix k=4 ran 1.2x.
         alone = not (self._drafting - {req.id})
-        once = once if alone else 0.0
         curve = self._cost.curve(size) if alone else None
-        got = self._hand.pick(drafts, state.greedy, lambda n, kk: self._pooled(n, state.greedy, kk),
-                              per_token, once, rate, curve)
+        pooled = lambda n, kk: self._pooled(n, state.greedy, kk)  # noqa: E731
+        if not alone:
+            once = 0.0
+        elif once > 0:
+            share = once / max(self._takers, 1.0)
+            if curve is not None:
+                curve = [0.0] + [max(c - once + share, 0.0) for c in curve[1:]]
+            once = share
+        got = self._hand.pick(drafts, state.greedy, pooled, per_token, once, rate, curve)
+        if got is not None and got[0] is None and once > 0:
+            # worth its tokens, had the once-per-forward cost been paid by another?
+            free = None if curve is None else [0.0] + [max(c - once, 0.0) for c in curve[1:]]
+            got_free = self._hand.pick(drafts, state.greedy, pooled, per_token, 0.0, rate, free)
+            self._worth_taking += got_free is not None and got_free[0] is not None
+        else:
+            self._worth_taking += got is not None and got[0] is not None
         if name is not None and name not in drafts:
             # The plan's proposer is still to be asked (a dear one: shadows come first). Its call
             # is saved when a draft in hand is worth more than its draft is expected to be.

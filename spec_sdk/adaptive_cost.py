@@ -67,6 +67,16 @@ class Costs:
             self._calls[(name, kmax)] = cost
         return cost
 
+    def batch_call(self, name: str, kmax: int) -> tuple[float, float]:
+        """One warm call of `name` at budget `kmax` for several requests, as (seconds per call,
+        seconds per request asked): a call for many requests pays its fixed and per-token parts
+        once. An untimed proposer: all of call_cost per request."""
+        model = self.propose.get(name)
+        if model is None:
+            return 0.0, self.call_cost(name, kmax)
+        a, b, c, _ = model.coef
+        return max(a + c * kmax, 0.0), max(b, 0.0)
+
     def cold_cost(self, state: RequestState, name: str) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
         tokens a step; for a greedy request at most 16 steps: past that the proposer may well be
