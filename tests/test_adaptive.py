@@ -229,11 +229,13 @@ def _view(rid: str, greedy: bool = True) -> RequestView:
 
 def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, ...],
               propose: dict[str, float | tuple[float, float]], batch: int = 1, steps: int = 300, seed: int = 0,
-              greedy: bool = True) -> Counter[tuple[str | None, int]]:
+              greedy: bool = True, strong: float = 0.0) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call (or (per call, per token of the largest budget asked)), and its draft follows the text each position with
-    probability accept[p] (so verified drafts and shadow drafts scored in hindsight agree)."""
+    probability accept[p] (so verified drafts and shadow drafts scored in hindsight agree).
+    `strong`: the share of drafts that instead follow the text all the way and say so in their
+    score (5.0, the others 0.5) -- a suffix match that is long this step."""
     import random
 
     rng = random.Random(seed)
@@ -246,11 +248,13 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
             truth = [rng.randrange(100) for _ in range(17)]  # what the target will write
 
             def draft(name: str, k: int) -> Draft:
+                if strong and rng.random() < strong:
+                    return Draft(tokens=truth[:k], score=5.0)
                 toks, right = [], True
                 for j in range(k):
                     right = right and rng.random() < accept[name]
                     toks.append(truth[j] if right else 100 + j)
-                return Draft(tokens=toks)
+                return Draft(tokens=toks, score=0.5 if strong else 0.0)
 
             # as the engine does: ask the plan's proposers in its order, one a round, until the
             # policy picks a draft (DEFER: ask the next; past the plan's end, no draft)
@@ -383,6 +387,66 @@ def test_a_dear_proposers_call_is_saved_only_for_a_draft_in_hand_worth_more_at_i
     dear = sum(c for (n, _), c in later.items() if n == "dear")
     assert dear >= 140, later
     assert policy.report()["in_hand"]["calls_saved"] < 60
+
+
+def test_strong_drafts_in_hand_share_the_once_per_forward_cost_in_a_big_batch() -> None:
+    """A 32-request batch whose forward costs 8 ms more once it holds any draft: one strong
+    draft in hand (four tokens, all but sure) is not worth that at the batch's rate when no
+    other request drafts -- but when the last steps had about eight requests whose drafts in
+    hand were worth their tokens, the 8 ms is theirs together, and the draft is taken. (Charged
+    whole to whoever came first, none was taken and a 64-request batch stalled without drafts.)"""
+    machine = ({"p": 0.05}, (0.002, 0.002, 0.0005, 0.008), {"p": 1e-5})
+    policy = AdaptivePolicy(max_k=4, explore=0.0, probe_every=0)
+    _simulate(policy, *machine, batch=32, steps=60, strong=0.1)  # learns the scores in hand
+    # the forward as measured over draft counts that tell the 8 ms from the 0.5 ms a token
+    fit = ScoreFit(prior=((32.0, 0.0, 0.066),))
+    for _ in range(20):
+        for drafted in (0, 1, 4, 16, 40):
+            fit.add(32, drafted, 0.066 + (0.008 + 0.0005 * drafted if drafted else 0.0))
+    assert fit.coef[3] == pytest.approx(0.008, rel=0.1)
+    policy._cost.score = fit
+    views = [_view(f"r{i}") for i in range(32)]
+    strong = {"p": Draft(tokens=[1, 2, 3, 4], score=5.0)}
+    taken = {}
+    for takers in (0.0, 8.0):
+        policy.begin_step(views, Load(32), ["p"])
+        policy._decisions, policy._drafting, policy._takers = {}, set(), takers  # the plan drafts for no one
+        policy._requests["r0"].shadows = ()
+        taken[takers] = policy.choose(views[0], strong)
+    assert taken[0.0] is None
+    assert taken[8.0] is not None and len(taken[8.0]) >= 2
+
+
+def test_shadow_calls_are_priced_as_one_call_for_the_batch() -> None:
+    """A proposer whose call costs 0.3 ms and 2 us more per request asked: for a 64-request
+    batch whose step takes 60 ms, asking it for every request costs 0.4 ms, under the shadow
+    budget -- priced as 64 separate calls (19 ms) it went to a third of them or fewer."""
+    from spec_sdk.adaptive_state import RequestState
+
+    pol = AdaptivePolicy(proposers=["s"], max_k=4)
+    model = CostModel(prior=[((1.0, 0.0, 0.0, 0.0), 0.0003), ((1.0, 1.0, 0.0, 0.0), 0.000302),
+                             ((1.0, 1.0, 4.0, 0.0), 0.000302)])
+    for n in (1, 8, 32, 64):
+        model.add([1.0, n, 4, 0.0], 0.0003 + 0.000002 * n)
+    pol._cost.propose["s"] = model
+    pol._cost.last_step = 0.06
+    states = [RequestState(greedy=True) for _ in range(64)]
+    pol._pick_shadows(states, [(None, 0)] * 64, ["s"])
+    assert all(st.shadows == ("s",) for st in states)
+
+
+def test_a_proposer_never_called_is_asked_in_the_shadow_for_one_request() -> None:
+    """A first call tells whether a proposer is cheap enough for the shadow; waiting for an
+    exploration to make it, one a step and from the budget, took a 64-request batch tens of
+    steps to reach the suffix proposer."""
+    pol = AdaptivePolicy(max_k=4)
+    views = [_view(f"r{i}") for i in range(8)]
+    pol.begin_step(views, Load(8), ["a"])  # nothing measured: no plan, the forward is timed
+    pol.feedback(StepFeedback(8, 0, 0.02, 1e-4, {}, {}, [Outcome(v.id, None, 0, 0, 1, True, (1,)) for v in views]))
+    pol._budget.credit = 0.0  # no exploration affordable: the shadow asks it all the same
+    pol.begin_step(views, Load(8), ["a"])
+    asked = [v.id for v in views if "a" in pol.plan(v, Load(8))]
+    assert len(asked) == 1
 
 
 def test_a_once_per_forward_draft_cost_that_only_the_whole_batch_pays_for_does_not_stall_it() -> None:
