@@ -101,7 +101,7 @@ _REFRESH = 16
 # sampling, and a proposer that starts unlucky would otherwise never be verified again (a
 # draft model that pays 30% here went unused for 400 steps after four bad drafts); the hope
 # shrinks as the drafts it makes verify it, and what it costs is the few drafts that do.
-_HOPE = 1.5
+_HOPE = 1.0
 
 
 @attrs.define(eq=False)
@@ -229,6 +229,12 @@ class AdaptivePolicy:
         return self._calibration.of(name, greedy, k)
 
     def _calibrations(self, name: str, greedy: bool) -> tuple[float, ...]:
+        if not greedy:
+            # one scale for all lengths: a sampled request's estimates are shrunk hard to the
+            # pooled ones (little winner's curse to undo), and per length, from the few drafts
+            # of each, the scales came out noisy and out of order (k=2 at 0.7, k=3 at 0.95: a
+            # paying draft model's two-token drafts looked worse than a speculator's)
+            return (self._calibration.of(name, greedy),) * (self._kmax(name) + 1)
         return tuple(self._calibration.of(name, greedy, k) for k in range(self._kmax(name) + 1))
 
     # -- the policy hooks ------------------------------------------------------------------

@@ -219,6 +219,22 @@ def test_calibration_is_kept_per_draft_length_and_for_greedy_requests_only() -> 
     assert "m k=8" in pol.report()["calibration"]
 
 
+def test_sampled_requests_are_calibrated_with_one_scale_for_all_draft_lengths() -> None:
+    """Per length, from the few sampled drafts of each, the scales came out noisy and out of
+    order (k=2 at 0.7, k=3 at 0.95), and a paying draft model's two-token drafts looked worse
+    than a speculator's; a sampled request's estimates take the proposer's one scale."""
+    pol = AdaptivePolicy(proposers=["m"], max_k=4)
+    for i in range(40):  # k=2 drafts came true, k=3 drafts fell short
+        k, emitted = (2, 3) if i % 2 else (3, 1)
+        pol._calibration.add("m", False, k, 3.0, emitted)
+        pol._calibration.add("m", True, k, 3.0, emitted)
+    assert pol.calibration("m", False, 2) > pol.calibration("m", False, 3) + 0.15  # as recorded
+    sampled = pol._calibrations("m", False)
+    assert len(set(sampled)) == 1 and sampled[0] == pytest.approx(pol.calibration("m", False))
+    greedy = pol._calibrations("m", True)
+    assert greedy[2] > greedy[3] + 0.15  # greedy requests keep theirs per length
+
+
 # -- decisions on measured costs ----------------------------------------------------------
 
 
