@@ -96,7 +96,7 @@ _OWN_STRENGTH = 2.0
 _OWN_STRENGTH_SAMPLED = 16.0
 # requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
 _REFRESH = 16
-# A sampled request's options are weighed with hope: each draft position's pooled acceptance
+# A sampled request's options are weighed with hope: the pooled first-position acceptance
 # raised by this many standard errors of it. Only a verified draft teaches acceptance under
 # sampling, and a proposer that starts unlucky would otherwise never be verified again (a
 # draft model that pays 30% here went unused for 400 steps after four bad drafts); the hope

@@ -63,12 +63,12 @@ class Acceptance:
             out.append((accepted[j] + strength * p) / (tried[j] + strength) if j < seen and tried[j] + strength > 0 else p)
         return out
 
-
     def doubt(self, rates: Sequence[float], strength: float = 2.0) -> list[float]:
         """The standard error of each of `rates` (as `rates` returned them): how far the
         evidence behind position j, `tried[j]` drafts plus `strength` of prior, leaves it open."""
         tried = self.tried
-        return [(r * (1.0 - r) / ((tried[j] if j < len(tried) else 0.0) + strength)) ** 0.5 for j, r in enumerate(rates)]
+        return [(r * (1.0 - r) / ((tried[j] if j < len(tried) else 0.0) + strength)) ** 0.5
+                for j, r in enumerate(rates)]
 
 
 def matched_prefix(draft: Sequence[int], emitted: Sequence[int]) -> int:

@@ -50,6 +50,15 @@ def test_acceptance_counts_reached_and_accepted_positions() -> None:
     assert acc.rates(1, [0.0], strength=2.0) == [pytest.approx(2 / 4)]
 
 
+def test_doubt_is_the_standard_error_and_shrinks_with_evidence() -> None:
+    acc = Acceptance(decay=1.0)
+    assert acc.doubt([0.5]) == pytest.approx([(0.25 / 2) ** 0.5])  # the prior's strength alone
+    for i in range(98):
+        acc.add(1, i % 2)
+    assert acc.doubt([0.5]) == pytest.approx([0.05])  # 98 drafts + 2 of prior
+    assert acc.doubt([1.0]) == [0.0]
+
+
 def test_expected_tokens_is_one_plus_the_expected_accepted_run() -> None:
     assert expected_tokens([]) == [1.0]
     assert expected_tokens([0.5, 0.5]) == [1.0, 1.5, 1.75]
