@@ -354,9 +354,9 @@ class AdaptivePolicy:
         # whether it is cheap (else the explorations, one a step, may take long to reach it)
         for n in names:
             if n not in self._cost.cold and n not in self._cost.propose and not any(n in s.shadows for s in states):
-                lucky = states[self._rng.randrange(len(states))]
-                if choice[states.index(lucky)][0] != n:
-                    lucky.shadows += (n,)
+                i = self._rng.randrange(len(states))
+                if choice[i][0] != n:
+                    states[i].shadows += (n,)
         self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
         for s, (name, _) in zip(states, choice):
             if s.probe is not None and s.probe != name and s.probe not in s.shadows:
