@@ -28,17 +28,40 @@ class Acceptance:
         reached = min(accepted + 1, drafted)
         if asked > drafted == accepted:
             reached = drafted = drafted + 1  # the missing position: reached, not accepted
-        if len(self.tried) < drafted:
-            grow = drafted - len(self.tried)
+        self._age(drafted)
+        for j in range(reached):
+            self.tried[j] += 1.0
+            if j < accepted:
+                self.accepted[j] += 1.0
+
+    def add_chances(self, token_chances: Sequence[float], chances: Sequence[float], asked: int = 0) -> None:
+        """One verified draft under rejection sampling, as the chances verification computed
+        (Verdict) rather than the one draw of them that happened: position j counts as reached
+        by the chance every earlier token was accepted, and as accepted by that times its own
+        chance. The counts `add` would get on average, with far less noise: a sampled draft's
+        few accept/reject coin flips said little, and a draft model that pays looked like one
+        that does not after four unlucky drafts. A draft shorter than `asked` reaches the
+        position past its end by the chance all of it was accepted (see `add`)."""
+        drafted = len(chances)
+        reach = [1.0]
+        for r in token_chances[:drafted]:
+            reach.append(reach[-1] * min(max(r, 0.0), 1.0))
+        self._age(drafted + (asked > drafted))
+        for j, c in enumerate(chances):
+            self.tried[j] += reach[j]
+            self.accepted[j] += reach[j] * min(max(c, 0.0), 1.0)
+        if asked > drafted:
+            self.tried[drafted] += reach[drafted]
+
+    def _age(self, positions: int) -> None:
+        """Room for `positions` positions, and every count decayed by one draft."""
+        if len(self.tried) < positions:
+            grow = positions - len(self.tried)
             self.tried.extend([0.0] * grow)
             self.accepted.extend([0.0] * grow)
         for j in range(len(self.tried)):
             self.tried[j] *= self.decay
             self.accepted[j] *= self.decay
-        for j in range(reached):
-            self.tried[j] += 1.0
-            if j < accepted:
-                self.accepted[j] += 1.0
 
     @property
     def weight(self) -> float:
@@ -148,7 +171,10 @@ class CostModel:
             self._since = 0
             a = [[x + p for x, p in zip(r, pr)] for r, pr in zip(self._xtx, self._p_xtx)]
             b = [x + p for x, p in zip(self._xty, self._p_xty)]
-            self._coef = tuple(max(0.0, v) for v in _solve(a, b))
+            # refitted without the terms that come out negative, not clamped: a clamped term
+            # leaves the others as fitted alongside its negative value (a draft model's
+            # catch-up slope at -x left its fixed cost at 11 ms a call where one cost 4)
+            self._coef = tuple(_nonnegative_solve(a, b))
         return self._coef
 
     def predict(self, features: Sequence[float]) -> float:

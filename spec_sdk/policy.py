@@ -43,6 +43,10 @@ class Outcome:
     emitted: int
     greedy: bool
     tokens: tuple[int, ...] = ()  # the tokens emitted this step
+    # sampled chains: per draft position, the chance its token was accepted and the chance any
+    # token drawn there would have been (Verdict); empty otherwise
+    token_chances: tuple[float, ...] = ()
+    chances: tuple[float, ...] = ()
 
 
 @attrs.frozen

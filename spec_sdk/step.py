@@ -195,7 +195,8 @@ class StepRunner:
             chunks.append(chunk)
             drafted = len(pick[1]) if pick is not None else 0
             outcomes.append(Outcome(req.id, pick[0] if pick is not None else None, drafted, verdict.num_accepted,
-                                    len(chunk.token_ids), req.params.greedy, tuple(chunk.token_ids)))
+                                    len(chunk.token_ids), req.params.greedy, tuple(chunk.token_ids),
+                                    verdict.token_chances, verdict.chances))
             req.stats.record(drafted, verdict.num_accepted, len(chunk.token_ids))
             self.stats.record(drafted, verdict.num_accepted, len(chunk.token_ids))
             if pick is not None:

@@ -148,13 +148,27 @@ def first_chain(draft: Draft) -> Draft:
     )
 
 
+def _float_tuple(values: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
+
+
 @attrs.frozen
 class Verdict:
     """What verification decided: the accepted draft nodes (`path`, root to leaf) and the
-    tokens to emit (the accepted draft tokens plus one token from the target)."""
+    tokens to emit (the accepted draft tokens plus one token from the target).
+
+    Under rejection sampling of a chain, also per draft position j: `token_chances[j]`, the
+    chance its drawn token was accepted, min(1, p(x)/q(x)), and `chances[j]`, the chance any
+    token the draft could have drawn there is, sum over x of min(p(x), q(x)) -- given the
+    draft's earlier tokens. What acceptance was to be expected, against the one draw of it that
+    happened: a learner of acceptance rates gets the same mean from far fewer drafts. Empty for
+    greedy verification (acceptance there is not random) and for sampled trees."""
 
     path: tuple[int, ...] = attrs.field(converter=_int_tuple)
     tokens: tuple[int, ...] = attrs.field(converter=_int_tuple)
+    # not part of what was decided: two verdicts that accept and emit the same are equal
+    token_chances: tuple[float, ...] = attrs.field(default=(), converter=_float_tuple, eq=False)
+    chances: tuple[float, ...] = attrs.field(default=(), converter=_float_tuple, eq=False)
 
     def __attrs_post_init__(self) -> None:
         _check(len(self.tokens) == len(self.path) + 1, "Verdict emits exactly one token past the path")

@@ -556,7 +556,8 @@ def test_a_proposers_first_call_for_a_request_is_priced_apart_from_warm_calls() 
         for v in views:
             plan = policy.plan(v, Load(2))
             k = plan.get("model", 0)
-            if k:
+            if k:  # asked, and shown to choose, as the engine does: that is how the policy knows
+                policy.choose(v, {"model": Draft(tuple(range(k)))})
                 seconds = max(seconds, 0.002) + (0.040 if v.id not in warm else 0.0)
                 warm.add(v.id)
                 drafted += k
@@ -633,3 +634,37 @@ def test_adaptive_sampling_follows_target_distribution() -> None:
     _, _, p = chi_square(counts, exact, n)
     assert p > 1e-4
     assert len(metrics.proposers) >= 2  # drafts of several proposers were verified
+
+
+def test_acceptance_from_chances_has_the_counts_of_its_draws_on_average() -> None:
+    # add_chances must give what add() gets on average over the accept/reject draws: else a
+    # sampled request's rates would be biased, not just less noisy
+    import random
+
+    rng = random.Random(0)
+    token_chances, chances = (0.9, 0.5, 0.7), (0.8, 0.6, 0.7)
+    soft = Acceptance(decay=1.0)
+    soft.add_chances(token_chances, chances, asked=4)
+    assert soft.tried == pytest.approx([1.0, 0.9, 0.45, 0.315])
+    assert soft.accepted == pytest.approx([0.8, 0.54, 0.315, 0.0])
+    drawn = Acceptance(decay=1.0)
+    runs = 20000
+    for _ in range(runs):
+        accepted = 0
+        while accepted < 3 and rng.random() < token_chances[accepted]:
+            accepted += 1
+        drawn.add(3, accepted, asked=4)
+    # the drawn tokens' chances decide reaching; accepted counts follow the drawn tokens too
+    assert [t / runs for t in drawn.tried] == pytest.approx(soft.tried, abs=0.02)
+    assert drawn.tried[0] / runs == 1.0
+
+
+def test_cost_fit_drops_a_negative_term_rather_than_clamping_it() -> None:
+    # calls whose cost falls with the catch-up feature (noise, collinearity): the clamped fit
+    # kept the intercept fitted alongside the negative slope and overpriced every call
+    model = CostModel(prior=[((1.0, 0.0), 0.001)], ridge=1e-6, decay=1.0)
+    for behind, seconds in [(0.0, 0.004), (10.0, 0.002), (0.0, 0.004), (10.0, 0.002)]:
+        model.add([1.0, behind], seconds)
+    a, d = model.coef
+    assert d == 0.0
+    assert a == pytest.approx(0.003, rel=0.05)  # the mean; clamped it stayed at 0.004

@@ -389,3 +389,25 @@ def test_batch_equals_per_request(requests: list[tuple[torch.Tensor, Draft | Non
     logits, drafts, params, seeds = zip(*requests)
     batched = verify_batch(logits, drafts, params, [make_generator(s) for s in seeds])
     assert batched == one_by_one
+
+
+@SETTINGS
+@given(data=st.data())
+def test_sampled_chain_verdicts_carry_each_positions_acceptance_chances(data: st.DataObject) -> None:
+    # per draft position: min(1, p(x)/q(x)) of the drawn token and sum over x of min(p, q),
+    # with p the warped target rows -- for drafts with probs and for deterministic ones
+    vocab = data.draw(st.integers(2, 6))
+    n = data.draw(st.integers(1, 3))
+    logits = data.draw(target_logits(vocab, n + 1))
+    params = data.draw(sampling_params(vocab))
+    tokens = data.draw(st.lists(st.integers(0, vocab - 1), min_size=n, max_size=n))
+    q = torch.stack([data.draw(distributions(vocab)) for _ in range(n)]) if data.draw(st.booleans()) else None
+    verdict = verify(logits, Draft(tokens=tokens, probs=q), params, make_generator(data.draw(st.integers(0, 99))))
+    p = warp_probs(logits, params)[:n]
+    dense = q if q is not None else torch.stack([one_hot(t, vocab) for t in tokens])
+    want_token = acceptance_probs(p, q, torch.tensor(tokens))
+    want = torch.minimum(p, dense).sum(dim=1).clamp(max=1.0)
+    assert verdict.token_chances == pytest.approx(want_token.tolist(), abs=1e-6)
+    assert verdict.chances == pytest.approx(want.tolist(), abs=1e-6)
+    greedy = verify(logits, Draft(tokens=tokens), GREEDY, None)
+    assert greedy.chances == () and greedy.token_chances == ()

@@ -257,7 +257,7 @@ def _to_tree_paths(phase: _Phase, chain_nodes: dict[int, list[int]]) -> Callable
     def finish(host: list[int]) -> list[Verdict]:
         verdicts = phase.finish(host)
         return [
-            Verdict(path=[chain_nodes[j][i] for i in v.path], tokens=v.tokens) if j in chain_nodes else v
+            attrs.evolve(v, path=[chain_nodes[j][i] for i in v.path]) if j in chain_nodes else v
             for j, v in zip(phase.ids, verdicts)
         ]
 
@@ -284,11 +284,17 @@ def _sampled_phase(
     if not with_draft:
         counts = torch.zeros(len(lengths), dtype=torch.int64, device=device)
         p_extra = p_all[starts_t]
+        soft = torch.zeros(0, dtype=torch.int64, device=device)
     else:
         draft_rows = to_device([s + i for s, n in zip(starts, lengths) for i in range(n)], torch.int64, device)
         q = torch.cat([_draft_q(d, vocab, p_all.dtype, device) for d in with_draft])
-        accepted = u_accept < acceptance_probs(p_all[draft_rows], q, _flat_tokens(drafts, device))
+        p_draft = p_all[draft_rows]
+        token_chances = acceptance_probs(p_draft, q, _flat_tokens(drafts, device))
+        accepted = u_accept < token_chances
         counts = _leading_true(accepted, lengths)
+        # what acceptance was to be expected at each position (Verdict), sent with the counts
+        chances = torch.minimum(p_draft, q).sum(dim=1).clamp(max=1.0)
+        soft = torch.cat([_fixed_point(token_chances), _fixed_point(chances)])
         # Only the row that emits is drawn from, one per request: the residual at the first
         # rejection, else the bonus row's p itself (so a step without a draft is exactly `sample(p)`).
         p_extra = p_all[starts_t + counts]
@@ -298,11 +304,25 @@ def _sampled_phase(
         p_extra = torch.where(rejected, residual(p_extra, q[q_index]), p_extra)
     extra = sample_with_uniforms(p_extra, u_extra)
 
+    rows = sum(lengths)
+
     def finish(host: list[int]) -> list[Verdict]:
-        count_h, extra_h = host[: len(drafts)], host[len(drafts) :]
+        b = len(drafts)
+        count_h, extra_h = host[:b], host[b : 2 * b]
+        token_h = [v / _FIXED_ONE for v in host[2 * b : 2 * b + rows]]
+        chance_h = [v / _FIXED_ONE for v in host[2 * b + rows :]]
         return [
-            Verdict(path=range(a), tokens=(() if d is None else d.tokens[:a]) + (x,))
-            for d, a, x in zip(drafts, count_h, extra_h)
+            Verdict(path=range(a), tokens=(() if d is None else d.tokens[:a]) + (x,),
+                    token_chances=token_h[s - j : s - j + n], chances=chance_h[s - j : s - j + n])
+            for j, (d, a, x, s, n) in enumerate(zip(drafts, count_h, extra_h, starts, lengths))
         ]
 
-    return _Phase(ids=ids, values=torch.cat([counts, extra]), finish=finish)
+    return _Phase(ids=ids, values=torch.cat([counts, extra, soft]), finish=finish)
+
+
+# probabilities travel to the host with the step's integers, in one transfer, as fixed point
+_FIXED_ONE = 1 << 30
+
+
+def _fixed_point(probs: Tensor) -> Tensor:
+    return (probs.to(torch.float64) * _FIXED_ONE).round().to(torch.int64)
