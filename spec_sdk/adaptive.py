@@ -464,7 +464,7 @@ class AdaptivePolicy:
         HandJudge.hold(drafts, state.held)  # the shadows' drafts among them, scored in hindsight
         # What was really called, not what was planned: a planned call that a draft in hand
         # saved read none of the tokens, and counted as asked it hid the catch-up its next
-        # call pays (the draft model's cost fit took that as 7 ms a call where one cost 4).
+        # call pays, and the cost fit put that catch-up into the fixed cost of every call.
         state.asked = tuple(drafts)
         if any(n not in drafts for n in state.shadows):
             return DEFER  # shadows first (past the plan's end, DEFER means no draft)

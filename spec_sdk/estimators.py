@@ -172,8 +172,8 @@ class CostModel:
             a = [[x + p for x, p in zip(r, pr)] for r, pr in zip(self._xtx, self._p_xtx)]
             b = [x + p for x, p in zip(self._xty, self._p_xty)]
             # refitted without the terms that come out negative, not clamped: a clamped term
-            # leaves the others as fitted alongside its negative value (a draft model's
-            # catch-up slope at -x left its fixed cost at 11 ms a call where one cost 4)
+            # leaves the others as fitted alongside its negative value (with its catch-up
+            # slope clamped, a draft model's fit priced a call at ~11 ms where calls cost 2-4)
             self._coef = tuple(_nonnegative_solve(a, b))
         return self._coef
 
