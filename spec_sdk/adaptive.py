@@ -66,7 +66,7 @@ from spec_sdk.adaptive_hand import HandJudge, draft_seconds
 from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
-from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix
+from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix, reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import Draft
@@ -653,8 +653,4 @@ def _expected_emitted(o: Outcome) -> float:
     one draw of them); else what it emitted."""
     if o.proposer is None or not _has_chances(o) or o.emitted != o.accepted + 1:  # none, or cut at a stop
         return float(o.emitted)
-    total, reach = 1.0, 1.0
-    for r in o.token_chances:
-        reach *= min(max(r, 0.0), 1.0)
-        total += reach
-    return total
+    return 1.0 + sum(reach_chances(o.token_chances)[1:])

@@ -43,9 +43,7 @@ class Acceptance:
         that does not after four unlucky drafts. A draft shorter than `asked` reaches the
         position past its end by the chance all of it was accepted (see `add`)."""
         drafted = len(chances)
-        reach = [1.0]
-        for r in token_chances[:drafted]:
-            reach.append(reach[-1] * min(max(r, 0.0), 1.0))
+        reach = reach_chances(token_chances[:drafted])
         self._age(drafted + (asked > drafted))
         for j, c in enumerate(chances):
             self.tried[j] += reach[j]
@@ -92,6 +90,14 @@ class Acceptance:
         tried = self.tried
         return [(r * (1.0 - r) / ((tried[j] if j < len(tried) else 0.0) + strength)) ** 0.5
                 for j, r in enumerate(rates)]
+
+
+def reach_chances(token_chances: Sequence[float]) -> list[float]:
+    """The chance each draft position 0..n is reached: every earlier drawn token accepted."""
+    reach = [1.0]
+    for r in token_chances:
+        reach.append(reach[-1] * min(max(r, 0.0), 1.0))
+    return reach
 
 
 def matched_prefix(draft: Sequence[int], emitted: Sequence[int]) -> int:

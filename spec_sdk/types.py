@@ -162,7 +162,8 @@ class Verdict:
     token the draft could have drawn there is, sum over x of min(p(x), q(x)) -- given the
     draft's earlier tokens. What acceptance was to be expected, against the one draw of it that
     happened: a learner of acceptance rates gets the same mean from far fewer drafts. Empty for
-    greedy verification (acceptance there is not random) and for sampled trees."""
+    greedy verification (acceptance there is not random) and for sampled trees without probs
+    (a tree with probs is sampled as its first chain, and its chances are that chain's)."""
 
     path: tuple[int, ...] = attrs.field(converter=_int_tuple)
     tokens: tuple[int, ...] = attrs.field(converter=_int_tuple)
