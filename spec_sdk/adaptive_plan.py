@@ -91,6 +91,24 @@ class BatchPlan:
         total = self.tokens + gain
         return total / seconds if seconds > 0 else 0.0
 
+    def best_k(self, name: str, gains: Sequence[float], others: dict[str, tuple[float, int, int]],
+               others_total: float, cold: float = 0.0) -> tuple[int, float]:
+        """The k in 1..len(gains)-1 at which `rate_with(name, k, gains[k], ...)` peaks, and that
+        rate: every k (measured costs need not be convex, so the peak may not be the first),
+        in one loop -- the ascent's inner loop, a call per option cost more than the options."""
+        t, requests, kmax = others.get(name, (0.0, 0, 0))
+        coef = self.propose.get(name)
+        fixed = self.base + others_total + cold - t
+        best_k, best = 0, 0.0
+        for kk in range(1, len(gains)):
+            seconds = fixed + self.draft_seconds(self.drafted + kk)
+            if coef is not None:
+                seconds += coef[0] + coef[1] * (requests + 1) + coef[2] * max(kmax, kk)
+            rate = (self.tokens + gains[kk]) / seconds if seconds > 0 else 0.0
+            if rate > best * (1 + 1e-9):
+                best_k, best = kk, rate
+        return best_k, best
+
 
 def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | None, int]], forced: set[int],
              gains: Mapping[str, list[list[float]]], names: Sequence[str],
@@ -127,13 +145,9 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
             cheapest = batch.cheapest_token(longest) if first > 0 else 0.0
             if first > 0 and (cheapest <= 0 or first > cheapest * best_rate):
                 for n in names:
-                    g = gains[n][i]
-                    first_call = cold(i, n)
-                    # every k: measured costs need not be convex, so the peak may not be the first
-                    for kk in range(1, len(g)):
-                        rate = batch.rate_with(n, kk, g[kk], others, others_total, first_call)
-                        if rate > best_rate * (1 + 1e-9):
-                            best, best_rate = (n, kk), rate
+                    kk, rate = batch.best_k(n, gains[n][i], others, others_total, cold(i, n))
+                    if rate > best_rate * (1 + 1e-9):
+                        best, best_rate = (n, kk), rate
             choice[i] = best
             batch.add(best[0], best[1], gains[best[0]][i][best[1]] if best[0] is not None else 1.0)
     # Coordinate ascent can stall where everyone speculates and the forward is so slow that

@@ -19,6 +19,11 @@ class Acceptance:
     decay: float = 0.97
     tried: list[float] = attrs.field(factory=list)
     accepted: list[float] = attrs.field(factory=list)
+    # rates() by its arguments until the counts change: a step asks a pooled estimate for the
+    # same rates many times (every request's gains, the hope, the drafts in hand), and at
+    # batch 1 recomputing them was the policy's largest single cost
+    _memo: dict[tuple[int, tuple[float, ...], float], list[float]] = attrs.field(
+        init=False, factory=dict, eq=False, repr=False)
 
     def add(self, drafted: int, accepted: int, asked: int = 0) -> None:
         """One verified draft of `drafted` tokens of which the first `accepted` were accepted.
@@ -53,6 +58,7 @@ class Acceptance:
 
     def _age(self, positions: int) -> None:
         """Room for `positions` positions, and every count decayed by one draft."""
+        self._memo.clear()
         if len(self.tried) < positions:
             grow = positions - len(self.tried)
             self.tried.extend([0.0] * grow)
@@ -70,7 +76,12 @@ class Acceptance:
         """Conditional acceptance of positions 0..k-1, each shrunk towards its prior (as if
         `strength` drafts had gone the prior's way). Past the end of `prior`, a position's prior
         is the estimate of the position before it: deep positions are rarely reached, and
-        acceptance there is more like its neighbour's than like a fixed guess."""
+        acceptance there is more like its neighbour's than like a fixed guess. The list
+        returned is shared with later calls: not to be changed."""
+        key = (k, tuple(prior), strength)
+        memo = self._memo.get(key)
+        if memo is not None:
+            return memo
         out: list[float] = []
         tried, accepted = self.tried, self.accepted
         seen = len(tried)
@@ -82,6 +93,7 @@ class Acceptance:
                 p = out[-1]
             # an unreached position (t = 0) is its prior: (0 + s p) / (0 + s)
             out.append((accepted[j] + strength * p) / (tried[j] + strength) if j < seen and tried[j] + strength > 0 else p)
+        self._memo[key] = out
         return out
 
     def doubt(self, rates: Sequence[float], strength: float = 2.0) -> list[float]:
