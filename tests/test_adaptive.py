@@ -414,6 +414,54 @@ def test_a_dear_proposers_call_is_saved_only_for_a_draft_in_hand_worth_more_at_i
     assert policy.report()["in_hand"]["calls_saved"] < 60
 
 
+def test_a_call_saved_by_a_draft_in_hand_leaves_the_proposer_behind() -> None:
+    """The plan asks a dear proposer after a cheap one; when the cheap draft in hand is worth
+    more, the dear call is saved and never runs -- so the dear proposer did not read this
+    step's tokens, and its next call must be priced for catching up on them. The policy counts
+    as asked only the proposers really called (counted from the plan, the saved call's tokens
+    looked read, and the catch-up went unpriced)."""
+    import random
+
+    rng = random.Random(0)
+    machine = ({"dear": 0.8, "cheap": 0.3}, (0.001, 0.01, 0.0005), {"dear": (0.0005, 0.003), "cheap": 1e-5})
+    policy = AdaptivePolicy(max_k=8, explore=0.02)
+    _simulate(policy, *machine, steps=200)  # learns the costs: the dear proposer pays
+    tokens = list(range(40))  # the view is a window on this list, which the "engine" grows
+    view = RequestView("grow", tokens, 3, SamplingParams(max_new_tokens=10_000), SpecStats())
+    last_called = None
+    saved_before = policy.report()["in_hand"]["calls_saved"]
+    for _ in range(300):
+        policy.begin_step([view], Load(1), ["dear", "cheap"])
+        truth = [rng.randrange(100) for _ in range(17)]
+        drafts: dict[str, Draft | None] = {}
+        picked = None
+        for n, k in policy.plan(view, Load(1)).items():
+            strong = n == "cheap" and rng.random() < 0.3  # a long match: sure, and says so
+            toks = truth[:k] if strong or (n == "dear" and rng.random() < 0.8) else [100 + j for j in range(k)]
+            drafts[n] = Draft(tokens=toks, score=5.0 if strong else 0.5)
+            picked = policy.choose(view, drafts)
+            if picked is not DEFER:
+                break
+        if "dear" in drafts:
+            last_called = len(view.tokens)
+        picked = None if picked is DEFER else picked
+        name = getattr(picked, "source", None) or next((n for n, d in drafts.items() if d is picked), None)
+        k = len(picked) if picked is not None else 0
+        accepted = 0
+        while picked is not None and accepted < k and picked.tokens[accepted] == truth[accepted]:
+            accepted += 1
+        outcome = Outcome(view.id, name if picked is not None else None, k, accepted, accepted + 1, True,
+                          tuple(truth[: accepted + 1]))
+        policy.feedback(StepFeedback(1, k, 0.012 + 0.0005 * k, 1e-4, {n: 1e-5 for n in drafts},
+                                     {n: (1, 8) for n in drafts}, [outcome]))
+        state = policy._requests[view.id]
+        if last_called is not None:
+            # read up to where it was last called, not further
+            assert state.seen.get("dear") == last_called
+        tokens.extend(truth[: accepted + 1])
+    assert policy.report()["in_hand"]["calls_saved"] - saved_before >= 20  # the case this is about happened
+
+
 def test_strong_drafts_in_hand_share_the_once_per_forward_cost_in_a_big_batch() -> None:
     """A 32-request batch whose forward costs 8 ms more once it holds any draft: one strong
     draft in hand (four tokens, all but sure) is not worth that at the batch's rate when no
