@@ -4,6 +4,7 @@ both anyio backends, a responsive host loop."""
 from __future__ import annotations
 
 import random
+import time
 
 import anyio
 import pytest
@@ -170,7 +171,19 @@ async def _collect(engine: SpecEngine, prompt: list[int], out: list) -> None:
 
 @pytest.mark.anyio
 async def test_host_loop_stays_responsive(anyio_backend, tiny_model):
-    """Model work runs in a worker thread: a heartbeat task keeps ticking between chunks."""
+    """Model work runs in a worker thread: a heartbeat task keeps ticking between chunks.
+
+    Each forward is made to take 20 ms (a sleep in the backend's score, which runs wherever the
+    model work runs): on the event loop's thread it would block the heartbeat for all of it; in a
+    worker thread the heartbeat ticks through it. (With the tiny model's sub-millisecond steps
+    alone, a step could end before the heartbeat's next tick, and the test failed on a fast
+    machine for no fault of the engine.)"""
+
+    class SlowBackend(HFBackend):
+        def score(self, items):  # type: ignore[no-untyped-def]
+            time.sleep(0.02)
+            return super().score(items)
+
     ticks = 0
     ticks_between_chunks = []
 
@@ -182,7 +195,7 @@ async def test_host_loop_stays_responsive(anyio_backend, tiny_model):
             # (under trio that made 20 tokens of a tiny model take two minutes)
             await anyio.sleep(0.001)
 
-    async with SpecEngine(HFBackend(tiny_model)) as engine:
+    async with SpecEngine(SlowBackend(tiny_model)) as engine:
         async with anyio.create_task_group() as tg:
             tg.start_soon(heartbeat)
             last = ticks
