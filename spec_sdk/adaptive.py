@@ -335,8 +335,15 @@ class AdaptivePolicy:
                 states[i].retry_at = 0
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
         timed = [n for n in names if n in self._cost.propose]
-        best_options(lambda: self._plan(len(choice)), choice, forced, self._hoped(states, names, gains), timed,
-                     lambda i, n: self._cold_cost(states[i], n))
+        colds: dict[tuple[int, str], float] = {}  # asked in both rounds of the ascent; fixed for the step
+
+        def cold(i: int, n: str) -> float:
+            c = colds.get((i, n))
+            if c is None:
+                c = colds[(i, n)] = self._cold_cost(states[i], n)
+            return c
+
+        best_options(lambda: self._plan(len(choice)), choice, forced, self._hoped(states, names, gains), timed, cold)
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
             # an exploration was not picked for its estimate: it says nothing of the winner's curse

@@ -42,12 +42,6 @@ class BatchPlan:
             t = curve[-1] + self.per_token * (drafted - len(curve) + 1)
         return t if self.once else max(t - self.first_draft, 0.0)
 
-    def cheapest_token(self, upto: int) -> float:
-        """The least average seconds a draft token adds on top of the batch's drafts, over
-        drafts of 1..`upto` tokens: the bound the ascent prunes with."""
-        now = self.draft_seconds(self.drafted)
-        return min(((self.draft_seconds(self.drafted + d) - now) / d for d in range(1, upto + 1)), default=0.0)
-
     def add(self, name: str | None, k: int, gain: float, remove: bool = False) -> None:
         self.tokens += gain
         if name is None or k == 0:
@@ -91,20 +85,29 @@ class BatchPlan:
         total = self.tokens + gain
         return total / seconds if seconds > 0 else 0.0
 
+    def draft_row(self, upto: int) -> list[float]:
+        """What 0..`upto` more draft tokens would add to the forward as the batch stands: the
+        same for every proposer a request weighs, so computed once per request."""
+        return [self.draft_seconds(self.drafted + kk) for kk in range(upto + 1)]
+
     def best_k(self, name: str, gains: Sequence[float], others: dict[str, tuple[float, int, int]],
-               others_total: float, cold: float = 0.0) -> tuple[int, float]:
+               others_total: float, cold: float, row: Sequence[float]) -> tuple[int, float]:
         """The k in 1..len(gains)-1 at which `rate_with(name, k, gains[k], ...)` peaks, and that
         rate: every k (measured costs need not be convex, so the peak may not be the first),
-        in one loop -- the ascent's inner loop, a call per option cost more than the options."""
+        in one loop -- the ascent's inner loop, a call per option cost more than the options.
+        `row`: draft_row, at least as long as `gains`."""
         t, requests, kmax = others.get(name, (0.0, 0, 0))
         coef = self.propose.get(name)
         fixed = self.base + others_total + cold - t
+        per_call = per_k = 0.0
+        if coef is not None:
+            fixed += coef[0] + coef[1] * (requests + 1)
+            per_call, per_k = coef[2] * kmax, coef[2]
+        tokens = self.tokens
         best_k, best = 0, 0.0
         for kk in range(1, len(gains)):
-            seconds = fixed + self.draft_seconds(self.drafted + kk)
-            if coef is not None:
-                seconds += coef[0] + coef[1] * (requests + 1) + coef[2] * max(kmax, kk)
-            rate = (self.tokens + gains[kk]) / seconds if seconds > 0 else 0.0
+            seconds = fixed + row[kk] + (per_k * kk if kk > kmax else per_call)
+            rate = (tokens + gains[kk]) / seconds if seconds > 0 else 0.0
             if rate > best * (1 + 1e-9):
                 best_k, best = kk, rate
         return best_k, best
@@ -142,10 +145,12 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
             # a token can add here, so if that ratio does not beat the batch's rate, no draft
             # of this request does.
             first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
-            cheapest = batch.cheapest_token(longest) if first > 0 else 0.0
+            row = batch.draft_row(longest) if first > 0 else []
+            # the least average seconds a draft token adds on top of the batch's drafts
+            cheapest = min(((row[d] - row[0]) / d for d in range(1, longest + 1)), default=0.0) if row else 0.0
             if first > 0 and (cheapest <= 0 or first > cheapest * best_rate):
                 for n in names:
-                    kk, rate = batch.best_k(n, gains[n][i], others, others_total, cold(i, n))
+                    kk, rate = batch.best_k(n, gains[n][i], others, others_total, cold(i, n), row)
                     if rate > best_rate * (1 + 1e-9):
                         best, best_rate = (n, kk), rate
             choice[i] = best
