@@ -9,6 +9,8 @@ import attrs
 
 # Fits are refitted at most this often (in samples) once warm: see CostModel.coef, ScoreFit.coef.
 REFIT_EVERY = 8
+# Acceptance.rates results kept per estimate, at most
+_MEMO_LIMIT = 16
 
 
 @attrs.define
@@ -93,6 +95,10 @@ class Acceptance:
                 p = out[-1]
             # an unreached position (t = 0) is its prior: (0 + s p) / (0 + s)
             out.append((accepted[j] + strength * p) / (tried[j] + strength) if j < seen and tried[j] + strength > 0 else p)
+        if len(self._memo) >= _MEMO_LIMIT:
+            # a request's own counts may stay put while the pooled prior it is asked with
+            # moves every step: each step a new key
+            self._memo.clear()
         self._memo[key] = out
         return out
 

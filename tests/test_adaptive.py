@@ -716,3 +716,19 @@ def test_cost_fit_drops_a_negative_term_rather_than_clamping_it() -> None:
     a, d = model.coef
     assert d == 0.0
     assert a == pytest.approx(0.003, rel=0.05)  # the mean; clamped it stayed at 0.004
+
+
+def test_acceptance_rates_follow_new_counts_and_their_memo_stays_small() -> None:
+    """rates() is memoised until the counts change: a new draft must show at once, and a prior
+    that moves every step (a request's own estimate shrunk to the pooled one) must not grow
+    the memo without bound."""
+    acc = Acceptance()
+    acc.add(4, 4)
+    before = acc.rates(4, (0.5,))
+    acc.add(4, 0)
+    after = acc.rates(4, (0.5,))
+    assert after[0] < before[0]
+    assert after == Acceptance(tried=list(acc.tried), accepted=list(acc.accepted)).rates(4, (0.5,))
+    for i in range(1000):
+        acc.rates(4, (0.5 + i * 1e-4,))
+    assert len(acc._memo) <= 16
