@@ -267,10 +267,15 @@ class ScoreFit:
     _coef: tuple[float, float, float, float] | None = attrs.field(init=False, default=None)
     _since: int = attrs.field(init=False, default=0)  # adds to known pairs since the last fit
     drafted_steps: int = attrs.field(init=False, default=0)  # forwards with draft tokens measured
+    # ...of them, those with at least two draft tokens and one for every other request: fewer in
+    # a big batch cannot tell what a draft token costs from the noise of its forward, and one
+    # token alone cannot tell it from the once-per-forward cost `e`
+    wide_steps: int = attrs.field(init=False, default=0)
 
     def add(self, requests: int, drafts: int, seconds: float) -> None:
         self._step += 1
         self.drafted_steps += drafts > 0
+        self.wide_steps += drafts >= max(2, (requests + 1) // 2)
         key = (requests, drafts)
         b = self._buckets.get(key)
         if b is None:

@@ -254,13 +254,14 @@ def _view(rid: str, greedy: bool = True) -> RequestView:
 
 def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, ...],
               propose: dict[str, float | tuple[float, float]], batch: int = 1, steps: int = 300, seed: int = 0,
-              greedy: bool = True, strong: float = 0.0) -> Counter[tuple[str | None, int]]:
+              greedy: bool = True, strong: float = 0.0, noise: float = 0.0) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call (or (per call, per token of the largest budget asked)), and its draft follows the text each position with
     probability accept[p] (so verified drafts and shadow drafts scored in hindsight agree).
     `strong`: the share of drafts that instead follow the text all the way and say so in their
-    score (5.0, the others 0.5) -- a suffix match that is long this step."""
+    score (5.0, the others 0.5) -- a suffix match that is long this step. `noise`: each forward's
+    seconds off by up to this share, either way (a real machine's steps are)."""
     import random
 
     rng = random.Random(seed)
@@ -308,6 +309,8 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
             outcomes.append(Outcome(v.id, name, k, accepted, accepted + 1, greedy, tuple(truth[: accepted + 1])))
         a, b, c, e = (*score, 0.0)[:4]
         seconds_score = a + b * batch + c * drafted_total + (e if drafted_total else 0.0)
+        if noise:  # (drawn only then: the other tests' random streams stay as they were)
+            seconds_score *= 1.0 + noise * rng.uniform(-1.0, 1.0)
         policy.feedback(StepFeedback(batch, drafted_total, seconds_score, 1e-4,
                                      seconds, asked, outcomes))
     return decisions
@@ -732,3 +735,36 @@ def test_acceptance_rates_follow_new_counts_and_their_memo_stays_small() -> None
     for i in range(1000):
         acc.rates(4, (0.5 + i * 1e-4,))
     assert len(acc._memo) <= 16
+
+
+def test_score_fit_counts_forwards_wide_enough_to_price_a_draft_token() -> None:
+    fit = ScoreFit(prior=((0.0, 0.0, 0.001), (1.0, 0.0, 0.01)))
+    for requests, drafts in ((1, 1), (1, 2), (16, 4), (16, 8), (16, 0), (3, 2)):
+        fit.add(requests, drafts, 0.01)
+    # one token alone, or a few in a forward of 16, cannot tell a draft token's price
+    assert fit.drafted_steps == 5 and fit.wide_steps == 3
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_cheap_drafts_in_hand_fill_the_first_forwards_to_price_a_draft_token(batch, monkeypatch) -> None:
+    """Until three forwards carried two draft tokens or more, one for every other request, the
+    cheap drafts in hand fill the forward that far whatever the prior says they are worth (a
+    token or two of exploration in a forward of 16 cannot tell a draft token's price from the
+    noise); then it stops, so where drafts really are dear (here: as dear as a request, and
+    accepted 30%) it costs three such forwards and no more."""
+    import spec_sdk.adaptive as adaptive
+
+    machine = ({"cheap": 0.3}, (0.002, 0.001, 0.001), {"cheap": 1e-6})
+
+    def run() -> tuple[int, float]:
+        policy = AdaptivePolicy(max_k=4, explore=0.02)
+        d = _simulate(policy, *machine, batch=batch, steps=60, noise=0.1)
+        assert policy._cost.score is not None
+        return policy._cost.score.wide_steps, 1 - d[(None, 0)] / sum(d.values())
+
+    wide, speculating = run()
+    assert wide == 3 and speculating < 0.15
+    monkeypatch.setattr(adaptive, "_MEASURE_WIDE", 0)
+    wide, _ = run()
+    assert wide < 3
+
