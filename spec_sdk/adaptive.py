@@ -378,7 +378,7 @@ class AdaptivePolicy:
                     states[i].shadows += (n,)
         self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
         if self._cost.score.wide_steps < _MEASURE_WIDE:
-            self._measure_left = max(0, max(2, -(-len(reqs) // 2)) - sum(k for _, k in choice))
+            self._measure_left = max(0, self._cost.score.wide(len(reqs)) - sum(k for _, k in choice))
         for s, (name, _) in zip(states, choice):
             if s.probe is not None and s.probe != name and s.probe not in s.shadows:
                 s.shadows += (s.probe,)

@@ -275,7 +275,7 @@ class ScoreFit:
     def add(self, requests: int, drafts: int, seconds: float) -> None:
         self._step += 1
         self.drafted_steps += drafts > 0
-        self.wide_steps += drafts >= max(2, (requests + 1) // 2)
+        self.wide_steps += drafts >= self.wide(requests)
         key = (requests, drafts)
         b = self._buckets.get(key)
         if b is None:
@@ -288,6 +288,11 @@ class ScoreFit:
             b[0] += (seconds - b[0]) / b[1]
             b[2] = float(self._step)
             self._since += 1
+
+    @staticmethod
+    def wide(requests: int) -> int:
+        """Draft tokens a forward of `requests` needs to count in `wide_steps`."""
+        return max(2, (requests + 1) // 2)
 
     @property
     def coef(self) -> tuple[float, float, float, float]:
