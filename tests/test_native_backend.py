@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from spec_sdk import Draft, EngineFullError, InvalidRequestError, SamplingParams, SpecEngine
 from spec_sdk.backends.base import ScoreItem
 from spec_sdk.backends.native import NativeBackend
-from spec_sdk.backends.native.batch import Row, attention_mask, make_batch
+from spec_sdk.backends.native.batch import Row, attention_mask, make_batch, split_head
+from spec_sdk.backends.native.cpu import padded_rows
 from spec_sdk.verify import verify_batch
 
 
@@ -93,14 +94,26 @@ def test_tree_logits_and_compacted_cache_match_full_forward(backend, tiny_model,
     assert len(backend) == 0
 
 
-@pytest.mark.parametrize("none_share", [0.25, 0.8])  # most rows drafting (one padded pass) or few (two passes)
+def _one_long(rng: random.Random, vocab: int, row: int) -> Draft:
+    """Four-token drafts, one row's of seven: attention splits after every row's first five nodes."""
+    n = 7 if row == 0 else 4
+    tokens = [rng.randrange(vocab) for _ in range(n)]
+    return Draft(tokens=tokens, parents=[rng.randrange(-1, i) for i in range(n)] if rng.random() < 0.5 else None)
+
+
+# most rows drafting (one padded pass), few (two passes after the roots), or one long draft among
+# equal ones (two passes after the common length)
+@pytest.mark.parametrize("none_share", [0.25, 0.8, "one long"])
 @pytest.mark.parametrize("seed", range(4))
-def test_batched_verification_equals_verifying_alone(tiny_model, seed, none_share):
+@pytest.mark.parametrize("row_step", [None, 8])  # packed forwards padded to a multiple of 8 rows, as on a CPU by 4
+def test_batched_verification_equals_verifying_alone(tiny_model, seed, none_share, row_step):
     """>= 8 requests of different lengths with mixed chains, trees and no drafts, over several
     steps with random commits: each request's logits, hidden states and verdict are those it gets
     scored alone, and those of a full forward of its own context."""
     rng = random.Random(seed)
     together = NativeBackend(tiny_model, max_slots=12)
+    if row_step is not None:  # (float64 runs F.linear, which needs no padding: asked for here)
+        together._rows_for = lambda n: -(-n // row_step) * row_step
     alone = NativeBackend(tiny_model, max_slots=1)
     # Occupy and free a few slots so the batch's slots are not consecutive (the gather path).
     for i in range(seed):
@@ -112,8 +125,11 @@ def test_batched_verification_equals_verifying_alone(tiny_model, seed, none_shar
         together.remove(f"hole{i}")
     params = SamplingParams()
     for _ in range(3):
-        items = [ScoreItem(rid, seq[-1], _random_draft(rng, 64, none_share), want_hidden=True)
-                 for rid, seq in seqs.items()]
+        items = [ScoreItem(rid, seq[-1], _one_long(rng, 64, i) if none_share == "one long"
+                           else _random_draft(rng, 64, none_share), want_hidden=True)
+                 for i, (rid, seq) in enumerate(seqs.items())]
+        if none_share == "one long":
+            assert split_head([item.num_nodes for item in items], 8) == 5
         rng.shuffle(items)
         batched = together.score(items)
         verdicts = verify_batch([r.logits for r in batched], [i.draft for i in items], [params] * len(items),
@@ -140,7 +156,8 @@ def test_batched_verification_equals_verifying_alone(tiny_model, seed, none_shar
 
 def test_packing_and_two_pass_attention_follow_the_rows_sizes():
     """Equal rows: one dense pass. Rows of different sizes: matmuls over the real nodes only;
-    attention in two passes (roots, then drafts) while at most half the rows have drafts."""
+    attention in two passes where that reads much less than padding every row to the longest:
+    after the roots when few rows have drafts, after the common length when few are longer."""
     def plan(sizes):
         rows = [Row(i, 3, 1, Draft(tokens=[2] * (n - 1)) if n > 1 else None) for i, n in enumerate(sizes)]
         return make_batch(rows, scratch=99, device=torch.device("cpu"))
@@ -149,10 +166,31 @@ def test_packing_and_two_pass_attention_follow_the_rows_sizes():
     assert dense.real is None and dense.split is None
     padded = plan([5, 5, 1])
     assert padded.real.tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10] and padded.split is None
-    two = plan([1, 4, 1, 1])
-    assert two.real.tolist() == [0, 4, 5, 6, 7, 8, 12]
-    assert two.split.roots.tolist() == [0, 1, 5, 6] and two.split.rows.tolist() == [1]
-    assert two.split.dest.tolist() == [2, 3, 4]
+    two = plan([1, 4, 1, 1, 1, 1])
+    assert two.real.tolist() == [0, 4, 5, 6, 7, 8, 12, 16, 20]
+    assert two.split.head == 1 and two.split.head_valid is None
+    assert two.split.head_gather.tolist() == [0, 1, 5, 6, 7, 8] and two.split.rows.tolist() == [1]
+    assert two.split.gather.tolist() == [2, 3, 4] and two.split.dest.tolist() == [2, 3, 4]
+    # 16 rows of 5 nodes and one of 9: the first pass takes five nodes of every row, the second
+    # the long row's last four
+    long = plan([5] * 8 + [9] + [5] * 8)
+    split = long.split
+    assert split.head == 5 and split.rows.tolist() == [8] and split.head_valid is None
+    assert split.head_gather.tolist()[40:45] == [40, 41, 42, 43, 44] and split.dest.tolist() == [45, 46, 47, 48]
+    assert split.head_dest.tolist() == [i for i in range(89) if not 45 <= i < 49]
+    # shorter rows pad the first pass with their root, and only real nodes are written back
+    short = make_batch([Row(i, 3, 1, Draft(tokens=[2] * (n - 1)) if n > 1 else None)
+                        for i, n in enumerate([2] + [3] * 15 + [9])], scratch=99, device=torch.device("cpu"))
+    split = short.split
+    assert split.head == 3 and split.head_gather.tolist()[:3] == [0, 1, 0]
+    assert split.head_valid.tolist()[:3] == [0, 1, 3] and split.head_dest.tolist()[:3] == [0, 1, 2]
+    assert plan([5] * 8 + [9] * 8).split is None  # half the rows long: padding costs less
+    # asked for more rows, a packed batch appends padding nodes (the first rows' unused places)
+    more = make_batch([Row(i, 3, 1, Draft(tokens=[2] * (n - 1)) if n > 1 else None) for i, n in enumerate([1, 3])],
+                      scratch=99, device=torch.device("cpu"), rows_for=lambda n: n + 2)
+    assert more.real.tolist() == [0, 3, 4, 5, 1, 2] and more.nodes == 4
+    assert [padded_rows(n) for n in (1, 16, 17, 20, 21)] == [1, 16, 20, 20, 24]
+    assert split_head([1] * 12 + [5] * 4, 5) == 1 and split_head([1] * 8 + [5] * 8, 5) == 0
 
 
 def test_attention_mask_layout():

@@ -24,7 +24,8 @@ Choose = Callable[[Tensor, Sequence[int]], tuple[list[int], list[float], list[Te
 
 class NativeDrafter:
     def __init__(self, model: torch.nn.Module, max_slots: int) -> None:
-        self.backend = NativeBackend(model, max_slots=max_slots)
+        # a drafting forward is a token a request; catch-ups vary too much to build ahead
+        self.backend = NativeBackend(model, max_slots=max_slots, warm_nodes=2)
         self.ids: dict[str, list[int]] = {}  # per request: the tokens its slot holds
         self.verified: dict[str, int] = {}  # how many of those are the request's own tokens
 

@@ -11,7 +11,7 @@ on a full cache raises `EngineFullError`; `memory()` reports what the cache and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import torch
 
 from spec_sdk.backends.base import ScoreItem, ScoreResult, is_root_path
 from spec_sdk.backends.native.batch import Row, make_batch
-from spec_sdk.backends.native.cpu import can_pack, cpu_linear, pack_weights
+from spec_sdk.backends.native.cpu import can_pack, cpu_linear, pack_weights, padded_rows
 from spec_sdk.backends.native.fp8 import fp8_linear, quantize_weights
 from spec_sdk.backends.native.kv import KVSlots
 from spec_sdk.backends.native.model import Linear, dense_linear, forward, lm_head
@@ -61,7 +61,10 @@ class NativeBackend:
     in-memory model's device, or the CPU.
     `max_slots` requests of at most `max_len` tokens fit at once (default: the model's context,
     at most 4096). `fp8` quantises the decoder's matmuls to e4m3; `cuda_graphs` replays captured
-    verify forwards (CUDA only).
+    verify forwards (CUDA only). `warm_nodes`: on a CPU, the matmul kernels for forwards of up
+    to `max_slots * warm_nodes` nodes are built at construction (default: every slot with an
+    8-token draft; about 3 s for the zoo's target at 64 slots), so that no step pays for one
+    (larger forwards build theirs when first seen).
     """
 
     supports_trees = True
@@ -76,7 +79,10 @@ class NativeBackend:
         dtype: torch.dtype | None = None,
         fp8: bool = False,
         cuda_graphs: bool = False,
+        warm_nodes: int = 9,
     ) -> None:
+        if warm_nodes < 0:
+            raise ValueError(f"warm_nodes must be >= 0, got {warm_nodes}")
         if device is None:  # an in-memory model stays where it is; a checkpoint loads onto the CPU
             params = None if isinstance(model, (str, Path)) else next(model.parameters(), None)
             device = params.device if params is not None else "cpu"
@@ -92,12 +98,14 @@ class NativeBackend:
         self.hidden_size = spec.hidden_size
         self.eos_token_ids = spec.eos_token_ids
         self.linear: Linear = dense_linear
+        self._rows_for: Callable[[int], int] | None = None
         if fp8:
             weights = quantize_weights(weights)
             self.linear = fp8_linear
         elif can_pack(self.dtype, self.device):
-            weights = pack_weights(weights)
+            weights = pack_weights(weights, rows=max_slots * warm_nodes)
             self.linear = cpu_linear
+            self._rows_for = padded_rows
         self.weights = weights
         self.rope = rope_tables(spec, limit, self.dtype, self.device)
         self.kv = KVSlots(spec, max_slots, limit, self.dtype, self.device)
@@ -139,12 +147,13 @@ class NativeBackend:
                 out = self.graphs.run(rows)
                 if out is not None:
                     return out
-            batch = make_batch(rows, self.kv.scratch, self.device)
+            batch = make_batch(rows, self.kv.scratch, self.device, rows_for=self._rows_for)
             hidden = forward(self.spec, self.weights, self.rope, self.kv, batch, self.linear)
-            # rows of different sizes come back packed (the real nodes only); equal rows are all real
+            # rows of different sizes come back packed (the real nodes, then maybe a few padding
+            # nodes: the head runs on as many rows); equal rows are all real
             flat = hidden if batch.real is not None else hidden.reshape(-1, hidden.shape[-1])
-            logits = lm_head(self.weights, flat, self.linear) if want_logits else None
-        return flat, logits
+            logits = lm_head(self.weights, flat, self.linear)[: batch.nodes] if want_logits else None
+        return flat[: batch.nodes], logits
 
     # -- TargetModel -----------------------------------------------------------------------
 

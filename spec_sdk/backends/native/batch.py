@@ -9,7 +9,7 @@ nodes. The `[B, 1, T, kv_len]` attention mask is derived from them on the device
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 import torch
@@ -33,16 +33,19 @@ class Row:
 
 @attrs.frozen(eq=False)
 class Split:
-    """Attention in two passes for a packed batch where only some rows have drafts: every row's
-    root over the whole batch (one query each), then the draft nodes of the rows that have them
-    (padded to the longest of those). Attention's cost follows the rows' real sizes instead of
-    every row padded to the longest draft: on a CPU at batch 64, reading the cache dominates the
-    forward and one 8-token exploration would otherwise cost the whole batch a ninefold
-    attention."""
+    """Attention in two passes for a packed batch whose rows differ in size: the first `head`
+    nodes of every row over the whole batch's cache (rows shorter than that padded), then the
+    rest of the longer rows over just those rows' cache. Attention's cost follows the rows' real
+    sizes instead of every row padded to the longest: on a CPU at batch 64, reading the cache
+    dominates the forward, and one 8-token exploration among 4-token drafts would otherwise cost
+    every row of the batch four more queries (`head` 1 is the case of a few rows with drafts)."""
 
-    roots: torch.Tensor  # [B] packed index of each row's root
-    rows: torch.Tensor  # [S] the rows with drafts
-    gather: torch.Tensor  # [S * (T - 1)] packed index of each draft query (padding: the row's root)
+    head: int  # nodes per row in the first pass
+    head_gather: torch.Tensor  # [B * head] packed index of each first-pass query (padding: the row's root)
+    head_valid: torch.Tensor | None  # [m] which of those are real nodes (None: all)...
+    head_dest: torch.Tensor  # [m] ...and their packed index
+    rows: torch.Tensor  # [S] the rows longer than `head`
+    gather: torch.Tensor  # [S * (T - head)] packed index of each second-pass query (padding: the root)
     valid: torch.Tensor  # [n] which of those are real nodes...
     dest: torch.Tensor  # [n] ...and their packed index
 
@@ -62,8 +65,15 @@ class Batch:
     # Flat indices (into B*T) of the real nodes when rows differ in size, else None. The forward
     # then runs its matmuls on the real nodes only and pads just for attention: one request with
     # an 8-token draft in a batch of 64 otherwise costs 64 * 9 tokens of matmuls, not 64 + 8.
+    # (Followed by a few padding nodes where `make_batch`'s `rows_for` asks for more rows.)
     real: torch.Tensor | None = None
-    split: Split | None = None  # packed, and few rows have drafts: attention in two passes
+    split: Split | None = None  # packed, and a few long rows: attention in two passes
+
+
+    @property
+    def nodes(self) -> int:
+        """Real nodes: the first rows of a packed forward's output, or all of a dense one's."""
+        return sum(self.sizes)
 
 
 def _ancestry(parents: Sequence[int] | None, n: int, out: torch.Tensor) -> None:
@@ -92,10 +102,14 @@ def make_batch(
     width: int | None = None,
     kv_len: int | None = None,
     batch_size: int | None = None,
+    rows_for: Callable[[int], int] | None = None,
 ) -> Batch:
     """`width`, `kv_len` and `batch_size` pad T, the attended cache length and B beyond what the
     rows need (CUDA-graph buckets); by default all are as small as the rows allow. Padding rows
-    write only to the scratch position of slot 0 and read nothing they could disturb."""
+    write only to the scratch position of slot 0 and read nothing they could disturb.
+    `rows_for(n)`: how many rows a packed forward of n real nodes should run at (CPU matmul
+    kernels are built per row count: spec_sdk.backends.native.cpu.ROW_STEP); the rest are
+    padding nodes, which write only to their row's scratch position."""
     need = max(r.size for r in rows)
     t = need if width is None else width
     if t < need:
@@ -129,7 +143,11 @@ def make_batch(
     sizes = tuple(r.size for r in rows)
     real = split = None
     if width is None and batch_size is None and any(n != t for n in sizes):
-        real = host_tensor([i * t + j for i, n in enumerate(sizes) for j in range(n)], device)
+        index = [i * t + j for i, n in enumerate(sizes) for j in range(n)]
+        extra = (rows_for(len(index)) if rows_for is not None else len(index)) - len(index)
+        if 0 < extra <= b * t - len(index):
+            index += [i * t + j for i, n in enumerate(sizes) for j in range(n, t)][:extra]
+        real = host_tensor(index, device)
         split = _split(sizes, t, device)
     return Batch(
         ids=ids.to(device, non_blocking=True),
@@ -147,24 +165,65 @@ def make_batch(
     )
 
 
+# Attention's cost on a CPU, in queries' worth: a pass over R rows of q queries each costs about
+# R * (q + _ROW) (64 rows at kv 155, one thread: 2, 8, 16 and 32 queries a row took 2.5, 3.6,
+# 5.9 and 10.3 ms; one query 1.8 ms), and a row in the second pass also has its cache copied
+# out, about _COPY. The split is taken only where it saves a twentieth or more: nearer a tie the
+# model's error decides (benchmarks/attention_split.py times both).
+_ROW = 7
+_COPY = 1
+_MARGIN = 0.95
+
+
 def _split(sizes: Sequence[int], t: int, device: torch.device) -> Split | None:
-    """The two-pass plan, when it reads less than one padded pass: the draft pass copies its
-    rows' cache, so it pays only while at most half the rows have drafts."""
-    spec = [i for i, n in enumerate(sizes) if n > 1]
-    if not spec or 2 * len(spec) > len(sizes):
-        return None
+    head = split_head(sizes, t)
+    return split_plan(sizes, t, head, device) if head else None
+
+
+def split_head(sizes: Sequence[int], t: int) -> int:
+    """The first-pass width of the two-pass plan whose attention costs least, or 0 where one
+    padded pass costs about as little (see _ROW)."""
+    b = len(sizes)
+    best, head = _MARGIN * b * (t + _ROW), 0
+    for h in sorted(set(sizes)):
+        if h >= t:
+            break
+        cost = b * (h + _ROW) + sum(1 for n in sizes if n > h) * (t - h + _ROW + _COPY)
+        if cost < best:
+            best, head = cost, h
+    return head
+
+
+def split_plan(sizes: Sequence[int], t: int, head: int, device: torch.device) -> Split:
+    """The two passes' index tensors for a first-pass width `head` (0 < head < T)."""
     starts = [0]
     for n in sizes[:-1]:
         starts.append(starts[-1] + n)
+    head_gather, head_valid, head_dest = [], [], []
+    for i, n in enumerate(sizes):
+        for j in range(head):
+            real = j < n
+            head_gather.append(starts[i] + j if real else starts[i])
+            if real:
+                head_valid.append(i * head + j)
+                head_dest.append(starts[i] + j)
+    long_rows = [i for i, n in enumerate(sizes) if n > head]
     gather, valid, dest = [], [], []
-    for r, i in enumerate(spec):
-        for j in range(1, t):
+    for r, i in enumerate(long_rows):
+        for j in range(head, t):
             real = j < sizes[i]
             gather.append(starts[i] + j if real else starts[i])
             if real:
-                valid.append(r * (t - 1) + j - 1)
+                valid.append(r * (t - head) + j - head)
                 dest.append(starts[i] + j)
-    return Split(*(host_tensor(v, device) for v in (starts, spec, gather, valid, dest)))
+    every = len(head_valid) == len(head_gather)
+    return Split(
+        head,
+        host_tensor(head_gather, device),
+        None if every else host_tensor(head_valid, device),
+        host_tensor(head_dest, device),
+        *(host_tensor(v, device) for v in (long_rows, gather, valid, dest)),
+    )
 
 
 def attention_mask(lengths: torch.Tensor, ancestry: torch.Tensor, kv_len: int) -> torch.Tensor:

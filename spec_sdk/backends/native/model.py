@@ -77,9 +77,9 @@ def forward(
     else:
         mask, causal = None, False
         split = batch.split
-        root_mask = attention_mask(batch.lengths, batch.ancestry[:, :1], kv_len)
-        draft_mask = attention_mask(batch.lengths[split.rows], batch.ancestry[split.rows, 1:], kv_len)
-        draft_slots = batch.slots[split.rows]
+        head_mask = attention_mask(batch.lengths, batch.ancestry[:, : split.head], kv_len)
+        tail_mask = attention_mask(batch.lengths[split.rows], batch.ancestry[split.rows, split.head :], kv_len)
+        tail_slots = batch.slots[split.rows]
     view = None if gather else batch.slot_range
 
     x = w.embed[ids]
@@ -99,7 +99,7 @@ def forward(
             values = v_all[:, :, :kv_len].index_select(0, batch.slots)
         if batch.split is not None:
             att = _split_attention(q, keys, values, k_all[:, :, :kv_len], v_all[:, :, :kv_len], batch.split,
-                                   root_mask, draft_mask, draft_slots)
+                                   head_mask, tail_mask, tail_slots)
         else:
             if real is not None:  # attention needs the rows padded back to [B, T]
                 q = q.new_zeros(b * t, nh, d).index_copy_(0, real, q).view(b, t, nh, d)
@@ -120,19 +120,23 @@ def _sdpa(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch
 
 
 def _split_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, k_cache: torch.Tensor,
-                     v_cache: torch.Tensor, split: Split, root_mask: torch.Tensor, draft_mask: torch.Tensor,
-                     draft_slots: torch.Tensor) -> torch.Tensor:
+                     v_cache: torch.Tensor, split: Split, head_mask: torch.Tensor, tail_mask: torch.Tensor,
+                     tail_slots: torch.Tensor) -> torch.Tensor:
     """`[N, heads * head_dim]` attention output of the packed queries `q` `[N, heads, head_dim]`:
-    the roots of all rows in one pass over `keys`/`values`, the drafts of the rows that have them
-    in a second over just those rows' cache."""
+    every row's first `split.head` nodes in one pass over `keys`/`values`, the longer rows' other
+    nodes in a second over just those rows' cache."""
     n, nh, d = q.shape
-    s = split.rows.shape[0]
-    out = q.new_empty(n, nh, d)
-    roots = _sdpa(q.index_select(0, split.roots).unsqueeze(2), keys, values, root_mask, False)
-    out.index_copy_(0, split.roots, roots.squeeze(2))
-    dq = q.index_select(0, split.gather).view(s, -1, nh, d).transpose(1, 2)
-    drafts = _sdpa(dq, k_cache.index_select(0, draft_slots), v_cache.index_select(0, draft_slots), draft_mask, False)
-    out.index_copy_(0, split.dest, drafts.transpose(1, 2).reshape(-1, nh, d).index_select(0, split.valid))
+    out = q.new_zeros(n, nh, d)  # (padding nodes past the real ones get no attention: zeros)
+
+    def attend(gather: torch.Tensor, rows: int, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
+               valid: torch.Tensor | None, dest: torch.Tensor) -> None:
+        queries = q.index_select(0, gather).view(rows, -1, nh, d).transpose(1, 2)
+        att = _sdpa(queries, k, v, mask, False).transpose(1, 2).reshape(-1, nh, d)
+        out.index_copy_(0, dest, att if valid is None else att.index_select(0, valid))
+
+    attend(split.head_gather, keys.shape[0], keys, values, head_mask, split.head_valid, split.head_dest)
+    attend(split.gather, split.rows.shape[0], k_cache.index_select(0, tail_slots), v_cache.index_select(0, tail_slots),
+           tail_mask, split.valid, split.dest)
     return out.view(n, nh * d)
 
 
