@@ -298,9 +298,11 @@ class AdaptivePolicy:
                       and self._cost.score.drafted_steps >= _MEASURE_DRAFTS)
             cost = (0.0 if name in used else self._call_cost(name, k))
             # a first call's cache fill is an investment the request keeps if the proposer pays:
-            # spread like a decision's (a sampled request can learn a model proposer only by
-            # verifying, and paying its prompt's prefill in full kept it from ever trying)
-            cost += self._cold_cost(states[i], name)
+            # spread like a decision's when learning a proposer (a sampled request can learn a
+            # model proposer only by verifying, and paying its prompt's prefill in full kept it
+            # from ever trying); a random probe or a retry pays it whole (at 16 requests such
+            # probes of the draft model, charged a sixteenth, took 3-6% of the time)
+            cost += self._cost.cold_cost(states[i], name, spread=states[i].why in ("time", "learn"))
 
             def charge(kk: int) -> float:
                 """What verifying kk tokens is expected to cost: the call, what the tokens add to
@@ -598,7 +600,11 @@ class AdaptivePolicy:
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
-            if o.proposer is not None and o.drafted:
+            held = state.held.get(o.proposer) if o.proposer is not None else None
+            in_hindsight = o.proposer in state.shadows and held is not None and not held[2]
+            if o.proposer is not None and o.drafted and not in_hindsight:
+                # (a greedy shadow's verified draft is counted once, below, in hindsight: the
+                # same draft, seen as far as the step emitted)
                 asked = decision[1] if decision is not None and decision[0] == o.proposer else 0
                 own = state.acceptance.setdefault(o.proposer, Acceptance())
                 pooled = self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995))

@@ -77,7 +77,7 @@ class Costs:
         a, b, c, _ = model.coef
         return max(a + c * kmax, 0.0), max(b, 0.0)
 
-    def cold_cost(self, state: RequestState, name: str) -> float:
+    def cold_cost(self, state: RequestState, name: str, spread: bool = True) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two
         tokens a step; for a greedy request at most 16 steps: past that the proposer may well be
         dropped again); for a warm proposer, what reading the tokens it missed since it was last
@@ -85,11 +85,13 @@ class Costs:
         reads every step, and is charged whole; the rest, after a pause, is paid once and the
         proposer is current again: spread like a first call, and never more than one. (Charged
         whole, a draft model that fell behind while another proposer drafted looked dearer with
-        each step it was left out, and was not asked again.)"""
+        each step it was left out, and was not asked again.) `spread` False: charged whole (a
+        random probe, or a retry, is one call: the request keeps the fill only if the proposer
+        is then chosen, which a probe of a proposer that did not pay seldom leads to)."""
         # (a sampled request keeps a proposer that pays: its acceptance is the proposer's and the
         # temperature's more than the text's -- spread over all the steps it may still take)
-        steps = max(1.0, state.room / _STEP_TOKENS)
-        spread = min(16.0, steps) if state.greedy else steps
+        steps = max(1.0, state.room / _STEP_TOKENS) if spread else 1.0
+        over = min(16.0, steps) if state.greedy else steps
         if name in state.warm:
             model = self.propose.get(name)
             if model is None:
@@ -97,8 +99,8 @@ class Costs:
             behind = state.behind(name)
             every_step = min(behind, _STEP_TOKENS)
             pause = model.coef[3] * (behind - every_step)
-            return model.coef[3] * every_step + min(pause, self.cold.get(name, pause)) / spread
-        return self.cold.get(name, 0.0) / spread
+            return model.coef[3] * every_step + min(pause, self.cold.get(name, pause)) / over
+        return self.cold.get(name, 0.0) / over
 
     def curve(self, size: int) -> list[float] | None:
         """What 0.. draft tokens add to a forward of `size` requests, as the plan of this step

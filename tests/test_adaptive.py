@@ -626,6 +626,21 @@ def test_a_proposers_first_call_for_a_request_is_priced_apart_from_warm_calls() 
     assert report["chosen"].get("model", 0) > 0  # and it still pays to speculate with it
 
 
+def test_a_first_calls_fill_is_spread_for_decisions_and_charged_whole_to_a_probe() -> None:
+    """A cold proposer's cache fill: a decision (or the learning of a proposer) spreads it over
+    the steps the request may keep the proposer (at most 16 for a greedy one); a random probe
+    or a retry, one call that seldom leads to a choice, pays it whole."""
+    from spec_sdk.adaptive_cost import Costs
+    from spec_sdk.adaptive_state import RequestState
+
+    costs = Costs(longest=8)
+    costs.cold["model"] = 0.016
+    long_greedy = RequestState(greedy=True, room=200)
+    assert costs.cold_cost(long_greedy, "model") == pytest.approx(0.001)
+    assert costs.cold_cost(long_greedy, "model", spread=False) == pytest.approx(0.016)
+    assert costs.cold_cost(RequestState(greedy=False, room=200), "model") == pytest.approx(0.016 / 100)
+
+
 def test_invalid_settings_are_refused() -> None:
     with pytest.raises(ConfigError):
         AdaptivePolicy(explore=2.0)
@@ -768,3 +783,16 @@ def test_cheap_drafts_in_hand_fill_the_first_forwards_to_price_a_draft_token(bat
     wide, _ = run()
     assert wide < 3
 
+
+
+def test_a_shadow_draft_that_is_verified_is_counted_once() -> None:
+    """A greedy shadow's draft that the policy then puts in the forward (here: to measure what
+    draft tokens cost, on the third step) is one observation of its proposer, not two -- once
+    verified and once again in hindsight would weigh it double against every other draft."""
+    policy = AdaptivePolicy(max_k=4)
+    decisions = _simulate(policy, {"s": 1.0}, (0.002, 0.001, 0.001), {"s": 1e-6}, batch=1, steps=3)
+    state = policy._requests["r0"]
+    assert state.shadows == ("s",) and decisions[("s", 2)] == 1  # the last step verified the shadow's draft
+    # one draft a step since the first (where nothing was asked), each counted once, aged as it went
+    assert state.acceptance["s"].tried[0] == pytest.approx(1 + 0.97)
+    assert policy._global[("s", True)].tried[0] == pytest.approx(1 + 0.995)
