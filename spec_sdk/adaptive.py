@@ -162,6 +162,10 @@ class AdaptivePolicy:
     # (proposer, greedy) still to be learned, as of this step's start (_to_learn)
     _unlearned: set[tuple[str, bool]] = attrs.field(init=False, factory=set)
     _measure_left: int = attrs.field(init=False, default=0)  # draft tokens still to measure this step
+    # realised tokens per second of the batch, per batch size (decayed); and the proposers that
+    # could not beat it this step even if all their drafts were accepted (_hopeless)
+    _rates: dict[int, float] = attrs.field(init=False, factory=dict)
+    _hopeless: set[str] = attrs.field(init=False, factory=set)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -270,6 +274,8 @@ class AdaptivePolicy:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
             return  # a probe: every request at k = 0 (no decisions means no drafts)
+        self._hopeless = self._find_hopeless(names, len(reqs))
+        explorable = [n for n in names if n not in self._hopeless]
         gains = self._gains(states, names)
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
@@ -285,7 +291,7 @@ class AdaptivePolicy:
         untimed = set(names) - set(self._cost.propose)
         for i in sorted(order, key=lambda i: not untimed & states[i].warm):
             states[i].exploring = None
-            pick = self._exploration(states[i], names, used | unaffordable)
+            pick = self._exploration(states[i], explorable, used | unaffordable)
             if pick is None:
                 continue
             name, k = pick
@@ -433,11 +439,27 @@ class AdaptivePolicy:
             name = dear[state.retries % len(dear)]
             state.exploring, state.why = name, "retry"
             return name, min(2, self._kmax(name))
-        if self.explore and self._rng.random() < self.explore:
+        if self.explore and names and self._rng.random() < self.explore:
             name = self._rng.choice(list(names))
             state.exploring, state.why = name, "random"
             return name, self._rng.randint(1, self._kmax(name))
         return None
+
+    def _find_hopeless(self, names: Sequence[str], size: int) -> set[str]:
+        """Proposers not worth exploring at this batch size: with every draft of every request
+        accepted, their calls and draft tokens would still make the batch slower than it has
+        been running (at 16 requests on a CPU, a draft model's batched call costs about what the
+        target's forward does; learning it there took 3-8% of a run and could never pay)."""
+        rate = self._rates.get(size)
+        if rate is None:
+            return set()
+        plan = self._plan(size)
+        out = set()
+        for n in names:
+            best = plan.best_case_rate(n, self._kmax(n))
+            if best is not None and best < rate:
+                out.add(n)
+        return out
 
     def _pooled(self, name: str, greedy: bool, k: int) -> list[float] | None:
         """`name`'s acceptance of positions 0..k-1 over all requests of this kind; None while
@@ -570,9 +592,11 @@ class AdaptivePolicy:
         self._cost.learn(fb, self._requests)
         step_seconds = self._cost.last_step
         # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
-        learning = any(self._to_learn(n, g) for n, g in self._learning)
+        learning = any(self._to_learn(n, g) for n, g in self._learning if n not in self._hopeless)
         emitted = sum(o.emitted for o in fb.outcomes)
         batch_rate = emitted / max(step_seconds, 1e-9)
+        old = self._rates.get(fb.batch_size)
+        self._rates[fb.batch_size] = batch_rate if old is None else 0.8 * old + 0.2 * batch_rate
         # what these tokens would have taken without drafts: a quiet step emits one per request
         quiet = self._cost.quiet_step(fb.batch_size)
         saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)

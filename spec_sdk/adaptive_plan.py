@@ -12,13 +12,14 @@ class BatchPlan:
     """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs.
     Costs are the fitted coefficients as plain floats: no tensor work in the inner loop."""
 
-    __slots__ = ("base", "per_token", "first_draft", "curve", "once", "propose", "tokens", "drafted", "ks")
+    __slots__ = ("base", "base_size", "per_token", "first_draft", "curve", "once", "propose", "tokens", "drafted", "ks")
 
     def __init__(self, score: tuple[float, float, float, float], other: float,
                  propose: Mapping[str, tuple[float, ...]], size: int,
                  curve: Sequence[float] | None = None) -> None:
         a, b, c, e = score  # fixed, per request, per draft token, once if any draft (ScoreFit)
         self.base = a + b * size + other
+        self.base_size = size
         self.per_token = c
         self.first_draft = e
         # seconds that d draft tokens add (ScoreFit.draft_curve, e included); past its end, c a token
@@ -84,6 +85,21 @@ class BatchPlan:
             seconds += self._propose_time(name, requests + 1, max(kmax, k)) - t
         total = self.tokens + gain
         return total / seconds if seconds > 0 else 0.0
+
+    def best_case_rate(self, name: str, kmax: int) -> float | None:
+        """Tokens per second of the batch if every request drafted k of `name`'s tokens and all
+        were accepted, at the best k up to `kmax`: what no plan with `name` can beat. None while
+        its calls are untimed."""
+        coef = self.propose.get(name)
+        if coef is None:
+            return None
+        size = self.base_size
+        best = 0.0
+        for k in range(1, kmax + 1):
+            seconds = self.base + self.draft_seconds(size * k) + coef[0] + coef[1] * size + coef[2] * k
+            if seconds > 0:
+                best = max(best, size * (k + 1) / seconds)
+        return best
 
     def draft_row(self, upto: int) -> list[float]:
         """What 0..`upto` more draft tokens would add to the forward as the batch stands: the
