@@ -304,11 +304,13 @@ class AdaptivePolicy:
                       and self._cost.score.drafted_steps >= _MEASURE_DRAFTS)
             cost = (0.0 if name in used else self._call_cost(name, k))
             # a first call's cache fill is an investment the request keeps if the proposer pays:
-            # spread like a decision's when learning a proposer (a sampled request can learn a
+            # spread like a decision's when a sampled request learns a proposer (it can learn a
             # model proposer only by verifying, and paying its prompt's prefill in full kept it
-            # from ever trying); a random probe or a retry pays it whole (at 16 requests such
-            # probes of the draft model, charged a sixteenth, took 3-6% of the time)
-            cost += self._cost.cold_cost(states[i], name, spread=states[i].why in ("time", "learn"))
+            # from ever trying); anything else pays it whole -- a greedy request's try is in the
+            # shadow and keeps nothing unless the proposer is then chosen (charged a sixteenth,
+            # the draft model's tries and probes took 3-8% of a 16-request run, over budget)
+            learning = states[i].why in ("time", "learn") and not states[i].greedy
+            cost += self._cost.cold_cost(states[i], name, spread=learning)
 
             def charge(kk: int) -> float:
                 """What verifying kk tokens is expected to cost: the call, what the tokens add to
