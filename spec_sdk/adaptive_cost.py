@@ -85,9 +85,9 @@ class Costs:
         reads every step, and is charged whole; the rest, after a pause, is paid once and the
         proposer is current again: spread like a first call, and never more than one. (Charged
         whole, a draft model that fell behind while another proposer drafted looked dearer with
-        each step it was left out, and was not asked again.) `spread` False: charged whole (a
-        random probe, or a retry, is one call: the request keeps the fill only if the proposer
-        is then chosen, which a probe of a proposer that did not pay seldom leads to)."""
+        each step it was left out, and was not asked again.) `spread` False: charged whole (an
+        exploration other than a sampled request's learning: the request keeps the fill only if
+        the proposer is then chosen, which a probe or a shadow try seldom leads to)."""
         # (a sampled request keeps a proposer that pays: its acceptance is the proposer's and the
         # temperature's more than the text's -- spread over all the steps it may still take)
         steps = max(1.0, state.room / _STEP_TOKENS) if spread else 1.0
