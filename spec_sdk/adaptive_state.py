@@ -40,6 +40,7 @@ class RequestState:
     # drafts in hand, the shadows' among them: (first chain, score, sampled)
     held: dict[str, tuple[tuple[int, ...], float, bool]] = attrs.field(factory=dict)
     asked: tuple[str, ...] = ()  # the proposers called for it this step (as choose saw them)
+    budgets: dict[str, int] = attrs.field(factory=dict)  # what plan asked of each, this step
     probe: str | None = None  # a proposer explored in the shadow this step (greedy requests)
     room: int = 0  # tokens it may still produce
     warm: set[str] = attrs.field(factory=set)  # proposers that have drafted for it before

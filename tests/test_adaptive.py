@@ -254,14 +254,16 @@ def _view(rid: str, greedy: bool = True) -> RequestView:
 
 def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, ...],
               propose: dict[str, float | tuple[float, float]], batch: int = 1, steps: int = 300, seed: int = 0,
-              greedy: bool = True, strong: float = 0.0, noise: float = 0.0) -> Counter[tuple[str | None, int]]:
+              greedy: bool = True, strong: float = 0.0, noise: float = 0.0,
+              lengths: dict[str, int] | None = None) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call (or (per call, per token of the largest budget asked)), and its draft follows the text each position with
     probability accept[p] (so verified drafts and shadow drafts scored in hindsight agree).
     `strong`: the share of drafts that instead follow the text all the way and say so in their
     score (5.0, the others 0.5) -- a suffix match that is long this step. `noise`: each forward's
-    seconds off by up to this share, either way (a real machine's steps are)."""
+    seconds off by up to this share, either way (a real machine's steps are). `lengths`: a
+    proposer's drafts are at most this long, whatever it is asked for (a speculator's heads)."""
     import random
 
     rng = random.Random(seed)
@@ -274,6 +276,7 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
             truth = [rng.randrange(100) for _ in range(17)]  # what the target will write
 
             def draft(name: str, k: int) -> Draft:
+                k = min(k, (lengths or {}).get(name, k))
                 if strong and rng.random() < strong:
                     return Draft(tokens=truth[:k], score=5.0)
                 toks, right = [], True
@@ -819,3 +822,25 @@ def test_a_proposer_that_could_not_pay_even_if_every_draft_were_accepted_is_not_
     monkeypatch.setattr(adaptive.AdaptivePolicy, "_find_hopeless", lambda self, names, size: set())
     _, unbounded = run()
     assert unbounded >= 2 * verified + 4
+
+
+def test_a_proposer_that_drafts_fewer_tokens_than_asked_is_planned_for_what_it_drafts() -> None:
+    """A speculator with 4 heads asked for 8 drafts 4: after a few such drafts it is asked, and
+    its options weighed, for 4 at most (planned at 8, the tokens past its 4th were priced and
+    their acceptance guessed from the prior). A proposer whose drafts vary in length is not
+    capped, nor one that drafted longer once."""
+    policy = AdaptivePolicy(max_k=8)
+    _simulate(policy, {"heads": 0.9, "match": 0.6}, (0.002, 0.001, 0.0001),
+              {"heads": 1e-5, "match": 1e-5}, batch=4, steps=150, lengths={"heads": 4})
+    assert policy._kmax("heads") == 4 and policy._kmax("match") == 8
+    views = [_view(f"r{i}") for i in range(4)]
+    policy.begin_step(views, Load(4), ["heads", "match"])
+    budgets = [policy.plan(v, Load(4)).get("heads", 0) for v in views]
+    assert max(budgets) == 4  # asked, and for no more than it drafts
+
+    state = policy._requests["r0"]
+    state.budgets, state.room = {"varied": 8, "longer": 8}, 100
+    for i in range(20):
+        policy._learn_length(state, {"varied": Draft(tokens=[1] * (1 + i % 5)),
+                                     "longer": Draft(tokens=[1] * (8 if i == 12 else 3))})
+    assert policy._kmax("varied") == 8 and policy._kmax("longer") == 8
