@@ -63,6 +63,7 @@ import attrs
 
 from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_hand import HandJudge, draft_seconds
+from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
@@ -95,9 +96,6 @@ _MEASURE_DRAFTS = 8
 # for every other request, three times; what it costs where it is wrong: far less, and the
 # drafts' accepted tokens pay some of it back.
 _MEASURE_WIDE = 3
-# a proposer whose drafts had one length below its budget this many times in a row is capped
-# at that length (AdaptivePolicy._learn_length)
-_FIXED_DRAFTS = 8
 # a proposer is tried (within the exploration budget) until its pooled acceptance for greedy,
 # and for sampled, requests rests on this many drafts
 _LEARN_DRAFTS = 4.0
@@ -169,11 +167,8 @@ class AdaptivePolicy:
     # could not beat it this step even if all their drafts were accepted (_hopeless)
     _rates: dict[int, float] = attrs.field(init=False, factory=dict)
     _hopeless: set[str] = attrs.field(init=False, factory=set)
-    # Proposers whose drafts have a fixed length below what they are asked for (a speculator's
-    # heads): (that length, drafts in a row of it), and the caps on k learned from them
-    _fixed: dict[str, tuple[int, int]] = attrs.field(init=False, factory=dict)
-    _caps: dict[str, int] = attrs.field(init=False, factory=dict)
-    _caps_changed: bool = attrs.field(init=False, default=False)
+    # caps on k for proposers that draft fewer tokens than asked (spec_sdk.adaptive_lengths)
+    _lengths: DraftLengths = attrs.field(init=False, factory=DraftLengths)
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -193,31 +188,8 @@ class AdaptivePolicy:
 
     def _kmax(self, name: str) -> int:
         k = self.max_k.get(name, 8) if isinstance(self.max_k, Mapping) else self.max_k
-        cap = self._caps.get(name)
+        cap = self._lengths.caps.get(name)
         return k if cap is None else min(k, cap)
-
-    def _learn_length(self, state: RequestState, drafts: Mapping[str, Draft | None]) -> None:
-        """A proposer asked for more than it ever drafts (a speculator with 4 heads asked for 8)
-        is asked, and planned, for what it drafts once _FIXED_DRAFTS drafts in a row had that
-        one length: planned at 8, its tokens past the 4th were priced, and their acceptance
-        guessed from the prior, for drafts that never had them."""
-        for n, d in drafts.items():
-            asked = min(state.budgets.get(n, 0), state.room - 1)
-            if d is None or not asked:
-                continue
-            length, run = self._fixed.get(n, (0, 0))
-            if len(d) < asked:
-                self._fixed[n] = (length, run + 1) if len(d) == length else (len(d), 1)
-            elif len(d) > length and n in self._fixed:
-                del self._fixed[n]  # drafted longer: no fixed length
-            else:
-                continue
-            cap = self._fixed[n][0] if n in self._fixed and self._fixed[n][1] >= _FIXED_DRAFTS else None
-            if cap is not None and self._caps.get(n) != cap:
-                self._caps[n], self._caps_changed = cap, True
-            elif cap is None and n in self._caps and n not in self._fixed:
-                del self._caps[n]
-                self._caps_changed = True
 
     def _gains(self, states: Sequence[RequestState], names: Sequence[str]) -> dict[str, list[list[float]]]:
         """Expected tokens emitted for k = 0..max_k, per proposer and request, calibrated.
@@ -307,10 +279,10 @@ class AdaptivePolicy:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
             return  # a probe: every request at k = 0 (no decisions means no drafts)
-        if self._caps_changed:  # draft lengths changed: every request's estimates are recomputed
+        if self._lengths.changed:  # a cap on k changed: every request's estimates are recomputed
             for s in self._requests.values():
                 s.expected, s.calibrated, s.calibrated_with = {}, {}, {}
-            self._caps_changed = False
+            self._lengths.changed = False
         self._hopeless = self._find_hopeless(names, len(reqs))
         explorable = [n for n in names if n not in self._hopeless]
         gains = self._gains(states, names)
@@ -548,7 +520,7 @@ class AdaptivePolicy:
         if state is None:
             return drafts.get(name) if name is not None else None
         # (choose sees a round's drafts with the earlier rounds': each is learned from once)
-        self._learn_length(state, {n: d for n, d in drafts.items() if n not in state.held})
+        self._lengths.learn(state.budgets, state.room, {n: d for n, d in drafts.items() if n not in state.held})
         HandJudge.hold(drafts, state.held)  # the shadows' drafts among them, scored in hindsight
         # What was really called, not what was planned: a planned call that a draft in hand
         # saved read none of the tokens, and counted as asked it hid the catch-up its next

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from spec_sdk import SamplingParams
 from spec_sdk.adaptive import _LEARN_DRAFTS, AdaptivePolicy
+from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.errors import ConfigError
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback
@@ -838,9 +839,10 @@ def test_a_proposer_that_drafts_fewer_tokens_than_asked_is_planned_for_what_it_d
     budgets = [policy.plan(v, Load(4)).get("heads", 0) for v in views]
     assert max(budgets) == 4  # asked, and for no more than it drafts
 
-    state = policy._requests["r0"]
-    state.budgets, state.room = {"varied": 8, "longer": 8}, 100
+    lengths = DraftLengths()
     for i in range(20):
-        policy._learn_length(state, {"varied": Draft(tokens=[1] * (1 + i % 5)),
-                                     "longer": Draft(tokens=[1] * (8 if i == 12 else 3))})
-    assert policy._kmax("varied") == 8 and policy._kmax("longer") == 8
+        lengths.learn({"varied": 8, "longer": 8, "clipped": 8}, 100 if i < 16 else 3,
+                      {"varied": Draft(tokens=[1] * (1 + i % 5)), "longer": Draft(tokens=[1] * (8 if i == 12 else 3)),
+                       "clipped": Draft(tokens=[1] * (2 if i >= 16 else 4))})
+    assert "varied" not in lengths.caps and "longer" not in lengths.caps  # (capped at 3, then lifted)
+    assert lengths.caps == {"clipped": 4}  # drafts clipped to the room left are no evidence
