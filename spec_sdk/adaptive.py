@@ -283,14 +283,14 @@ class AdaptivePolicy:
             for s in self._requests.values():
                 s.expected, s.calibrated, s.calibrated_with = {}, {}, {}
             self._lengths.changed = False
-        self._hopeless = self._find_hopeless(names, len(reqs))
+        plan = self._plan(len(reqs))  # what draft tokens add to this forward, for pricing explorations
+        self._hopeless = self._find_hopeless(names, plan)
         explorable = [n for n in names if n not in self._hopeless]
         gains = self._gains(states, names)
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
         order = list(range(len(reqs)))
         self._rng.shuffle(order)
-        plan = self._plan(len(reqs))  # what draft tokens add to this forward, for pricing explorations
         quiet_rate = len(reqs) / max(plan.base, 1e-9)  # the batch's tokens per second without drafts
         drafted = 0  # draft tokens the explorations put in the forward so far
         used: set[str] = set()  # proposers some explorer already pays the call of
@@ -456,15 +456,14 @@ class AdaptivePolicy:
             return name, self._rng.randint(1, self._kmax(name))
         return None
 
-    def _find_hopeless(self, names: Sequence[str], size: int) -> set[str]:
+    def _find_hopeless(self, names: Sequence[str], plan: BatchPlan) -> set[str]:
         """Proposers not worth exploring at this batch size: with every draft of every request
         accepted, their calls and draft tokens would still make the batch slower than it has
         been running (at 16 requests on a CPU, a draft model's batched call costs about what the
         target's forward does; learning it there took 3-8% of a run and could never pay)."""
-        rate = self._rates.get(size)
+        rate = self._rates.get(plan.base_size)
         if rate is None:
             return set()
-        plan = self._plan(size)
         out = set()
         for n in names:
             best = plan.best_case_rate(n, self._kmax(n))

@@ -820,7 +820,7 @@ def test_a_proposer_that_could_not_pay_even_if_every_draft_were_accepted_is_not_
     policy, verified = run()
     assert policy._hopeless == {"dear"} and "learn" not in policy.report()["explorations_by_reason"]
     assert verified <= 3
-    monkeypatch.setattr(adaptive.AdaptivePolicy, "_find_hopeless", lambda self, names, size: set())
+    monkeypatch.setattr(adaptive.AdaptivePolicy, "_find_hopeless", lambda self, names, plan: set())
     _, unbounded = run()
     assert unbounded >= 2 * verified + 4
 
