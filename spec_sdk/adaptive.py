@@ -296,9 +296,12 @@ class AdaptivePolicy:
         used: set[str] = set()  # proposers some explorer already pays the call of
         unaffordable: set[str] = set()  # untimed proposers too dear this step: others get a turn
         # A proposer's first call for a request is cold (fills its cache) and times nothing
-        # typical: an untimed proposer is asked again for a request it is warm for, first.
+        # typical: an untimed proposer is asked again for a request it is warm for, first; and
+        # so is a dear one still to be learned (a draft model's warm try costs a fifth of a cold one)
+        dear = _SHADOW_SHARE * self._cost.last_step
         untimed = set(names) - set(self._cost.propose)
-        for i in sorted(order, key=lambda i: not untimed & states[i].warm):
+        learnable = untimed | {n for n, _ in self._unlearned if n in explorable and self._call_cost(n) > dear}
+        for i in sorted(order, key=lambda i: not learnable & states[i].warm):
             states[i].exploring = None
             pick = self._exploration(states[i], explorable, used | unaffordable)
             if pick is None:

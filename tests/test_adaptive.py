@@ -846,3 +846,22 @@ def test_a_proposer_that_drafts_fewer_tokens_than_asked_is_planned_for_what_it_d
                        "clipped": Draft(tokens=[1] * (2 if i >= 16 else 4))})
     assert "varied" not in lengths.caps and "longer" not in lengths.caps  # (capped at 3, then lifted)
     assert lengths.caps == {"clipped": 4}  # drafts clipped to the room left are no evidence
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_dear_proposer_still_to_be_learned_is_tried_first_on_a_request_it_is_warm_for(seed) -> None:
+    """A draft model's try for a request it has no cache for first reads the whole prompt (a
+    cold call cost 3-9 ms where a warm one cost 2): among the requests that could try a dear
+    proposer still to be learned, one it is warm for goes first."""
+    policy = AdaptivePolicy(max_k=4, explore=0.0, seed=seed)
+    _simulate(policy, {"cheap": 0.5}, (0.002, 0.001, 0.0005), {"cheap": 1e-5}, batch=4, steps=12)
+    # the model's calls were timed (4 ms: dear, far above a hundredth of a 6 ms step), its
+    # acceptance never learned
+    policy._cost.propose["model"] = CostModel(prior=[((1.0, 1.0, 4.0, 0.0), 0.004)])
+    views = [_view(f"n{i}") for i in range(4)]
+    policy.begin_step(views, Load(4), ["cheap", "model"])
+    policy._requests["n2"].warm.add("model")
+    policy._budget.credit = 1.0
+    policy.begin_step(views, Load(4), ["cheap", "model"])
+    tried = [v.id for v in views if "model" in (policy._requests[v.id].probe, policy._requests[v.id].exploring)]
+    assert tried == ["n2"]
