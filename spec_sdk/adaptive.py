@@ -65,6 +65,7 @@ from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_hand import HandJudge, draft_seconds
 from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.adaptive_cost import Costs
+from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, SHADOW_SHARE, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix, reach_chances
@@ -75,9 +76,8 @@ from spec_sdk.types import Draft
 # Before anything is measured: half of each draft position accepted (the forward's prior:
 # spec_sdk.adaptive_cost).
 _PRIOR_ACCEPT = (0.5,)
-# a proposer whose call for one request costs at most this share of a step is asked in the
-# shadow; shadows are asked for a random part of the batch sized to cost about this share
-_SHADOW_SHARE = 0.01
+# (a proposer whose call for one request costs at most SHADOW_SHARE of a step is asked in the
+# shadow; shadows are asked for a random part of the batch sized to cost about that share)
 # ...and the shadow calls of a step may cost this share of it together: in a big batch the
 # drafts in hand are how speculation pays at all (the average draft does not, a strong match
 # does), and at 1% only a third of a 64-request batch had any
@@ -96,11 +96,6 @@ _MEASURE_DRAFTS = 8
 # for every other request, three times; what it costs where it is wrong: far less, and the
 # drafts' accepted tokens pay some of it back.
 _MEASURE_WIDE = 3
-# a proposer is tried (within the exploration budget) until its pooled acceptance for greedy,
-# and for sampled, requests rests on this many drafts
-_LEARN_DRAFTS = 4.0
-# ...and exploration credit accrues this many times faster until it does
-_LEARN_BOOST = 3.0
 # a request's own acceptance is shrunk towards the pooled one as if this many drafts had gone
 # the pooled way; more under sampling, where acceptance is more the proposer's and the
 # temperature's than the request's, and a few unlucky drafts must not turn a proposer off
@@ -146,11 +141,7 @@ class AdaptivePolicy:
     _realised: float = attrs.field(init=False, default=0.0)
     _decided: int = attrs.field(init=False, default=0)
     _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
-    _explorations: int = attrs.field(init=False, default=0)
-    _why: Counter[str] = attrs.field(init=False, factory=Counter)  # explorations run, by reason
-    _budget: ExploreBudget = attrs.field(init=False)
-    _learning: set[tuple[str, bool]] = attrs.field(init=False, factory=set)  # (proposer, greedy) seen in batches
-    _learn_tries: Counter[tuple[str, bool]] = attrs.field(init=False, factory=Counter)
+    _explorer: Explorer = attrs.field(init=False)  # what to explore, and its budget (spec_sdk.adaptive_explore)
     # realised over estimated tokens: the winner's curse scaled back (spec_sdk.adaptive_state)
     _calibration: Calibration = attrs.field(init=False, factory=Calibration)
     # the cheap drafts in hand, judged by their scores (spec_sdk.adaptive_hand)
@@ -160,13 +151,7 @@ class AdaptivePolicy:
     # requests whose drafts in hand were worth their tokens (this step; decayed over the last)
     _worth_taking: int = attrs.field(init=False, default=0)
     _takers: float = attrs.field(init=False, default=0.0)
-    # (proposer, greedy) still to be learned, as of this step's start (_to_learn)
-    _unlearned: set[tuple[str, bool]] = attrs.field(init=False, factory=set)
     _measure_left: int = attrs.field(init=False, default=0)  # draft tokens still to measure this step
-    # realised tokens per second of the batch, per batch size (decayed); and the proposers that
-    # could not beat it this step even if all their drafts were accepted (_hopeless)
-    _rates: dict[int, float] = attrs.field(init=False, factory=dict)
-    _hopeless: set[str] = attrs.field(init=False, factory=set)
     # caps on k for proposers that draft fewer tokens than asked (spec_sdk.adaptive_lengths)
     _lengths: DraftLengths = attrs.field(init=False, factory=DraftLengths)
 
@@ -181,7 +166,7 @@ class AdaptivePolicy:
         if any(k < 1 for k in ks):
             raise ConfigError(f"max_k must be >= 1, got {self.max_k}")
         self._rng = random.Random(self.seed)
-        self._budget = ExploreBudget(self.explore)
+        self._explorer = Explorer(self.explore, self.retry_after, self._rng, ExploreBudget(self.explore))
         self._cost = Costs(max(ks))
 
     # -- estimates ---------------------------------------------------------------------
@@ -269,8 +254,8 @@ class AdaptivePolicy:
         if not names or not reqs:
             return
         states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
-        self._learning.update((n, g) for n in names for g in {s.greedy for s in states})
-        self._unlearned = {(n, g) for n, g in self._learning if self._to_learn(n, g)}
+        ex = self._explorer
+        ex.note_batch(names, states, self._global)
         for s, r in zip(states, reqs):
             s.shadows, s.asked, s.probe, s.held, s.budgets = (), (), None, {}, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
@@ -284,8 +269,8 @@ class AdaptivePolicy:
                 s.expected, s.calibrated, s.calibrated_with = {}, {}, {}
             self._lengths.changed = False
         plan = self._plan(len(reqs))  # what draft tokens add to this forward, for pricing explorations
-        self._hopeless = self._find_hopeless(names, plan)
-        explorable = [n for n in names if n not in self._hopeless]
+        ex.hopeless = ex.find_hopeless(names, plan, self._kmax)
+        explorable = [n for n in names if n not in ex.hopeless]
         gains = self._gains(states, names)
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
@@ -298,12 +283,12 @@ class AdaptivePolicy:
         # A proposer's first call for a request is cold (fills its cache) and times nothing
         # typical: an untimed proposer is asked again for a request it is warm for, first; and
         # so is a dear one still to be learned (a draft model's warm try costs a fifth of a cold one)
-        dear = _SHADOW_SHARE * self._cost.last_step
+        dear = SHADOW_SHARE * self._cost.last_step
         untimed = set(names) - set(self._cost.propose)
-        learnable = untimed | {n for n, _ in self._unlearned if n in explorable and self._call_cost(n) > dear}
+        learnable = untimed | {n for n, _ in ex.unlearned if n in explorable and self._call_cost(n) > dear}
         for i in sorted(order, key=lambda i: not learnable & states[i].warm):
             states[i].exploring = None
-            pick = self._exploration(states[i], explorable, used | unaffordable)
+            pick = ex.pick(states[i], explorable, used | unaffordable, self._step, self._cost, self._kmax)
             if pick is None:
                 continue
             name, k = pick
@@ -341,22 +326,22 @@ class AdaptivePolicy:
                     net = min(net, 0.75 * CREDIT_STEPS * self._cost.last_step)
                 return net
 
-            if not shadow and not states[i].timing and charge(k) > self._budget.credit:
+            if not shadow and not states[i].timing and charge(k) > ex.budget.credit:
                 # a one-token draft still measures and learns, for less; but not a proposer's
                 # first timed calls: the prior of its call cost scales from their budget, and
                 # one token's call would price every further token as most of a whole call
                 k = 1
                 pick = (name, k)
-            if not self._budget.afford(charge(k)):
+            if not ex.budget.afford(charge(k)):
                 states[i].exploring = None
                 if states[i].timing:
                     unaffordable.add(name)
                 continue  # not affordable now; a due retry stays due
             used.add(name)
             # what was afforded is a try: a learning try that did not fit is not one
-            self._why[states[i].why] += 1
+            ex.why[states[i].why] += 1
             if states[i].timing:
-                self._learn_tries[(name, states[i].greedy)] += 1
+                ex.tries[(name, states[i].greedy)] += 1
             if states[i].why == "retry":
                 states[i].retries += 1
             if shadow:
@@ -389,7 +374,7 @@ class AdaptivePolicy:
         # was timed: its warm calls cost no more, and that is how they get timed (one at a
         # time, in explorations, took a big batch tens of steps to reach the suffix proposer)
         cheap_first = [n for n in names if n not in timed and n in self._cost.cold
-                       and self._cost.cold[n] <= _SHADOW_SHARE * self._cost.last_step]
+                       and self._cost.cold[n] <= SHADOW_SHARE * self._cost.last_step]
         self._pick_shadows(states, choice, timed + cheap_first)
         # a proposer never called is asked in the shadow for one request: a first call tells
         # whether it is cheap (else the explorations, one a step, may take long to reach it)
@@ -410,7 +395,7 @@ class AdaptivePolicy:
         """Which requests ask which cheap proposers in the shadow this step."""
         if self._cost.last_step <= 0:
             return
-        cheap = [n for n in names if self._call_cost(n) <= _SHADOW_SHARE * self._cost.last_step]
+        cheap = [n for n in names if self._call_cost(n) <= SHADOW_SHARE * self._cost.last_step]
         if not cheap:
             return
         # one call asks a proposer for all its shadow requests: its fixed part is paid once
@@ -422,73 +407,13 @@ class AdaptivePolicy:
             if share >= 1.0 or self._rng.random() < share:
                 s.shadows = tuple(n for n in cheap if n != name)
 
-    def _exploration(self, state: RequestState, names: Sequence[str], used: set[str]) -> tuple[str, int] | None:
-        untimed = [n for n in names if n not in self._cost.propose and n not in used]
-        # a warm call is what times it; and the cheapest first call first (never called: 0)
-        untimed.sort(key=lambda n: (n not in state.warm, self._cost.cold.get(n, 0.0)))
-        if not untimed:
-            # Then proposers too dear for the shadow whose acceptance for this kind of request
-            # (greedy, sampled) rests on fewer than _LEARN_DRAFTS drafts: a prior of one half can
-            # keep a good proposer from ever being chosen, and under sampling only a verified
-            # draft teaches it.
-            dear = _SHADOW_SHARE * self._cost.last_step
-            untimed = [n for n in names if n not in used and (n, state.greedy) in self._unlearned
-                       and self._call_cost(n) > dear]
-            untimed.sort(key=lambda n: (n not in state.warm, self._learn_tries[(n, state.greedy)]))
-        state.timing = bool(untimed)
-        if untimed:  # worth one request's try as soon as it is affordable
-            state.exploring = untimed[0]
-            state.why = "time" if untimed[0] not in self._cost.propose else "learn"
-            # learning tries alternate four tokens and two: calls of two lengths tell the cost
-            # per draft token from the cost per call (one length leaves that to the prior)
-            tries = self._learn_tries[(untimed[0], state.greedy)] if state.why == "learn" else 0
-            return untimed[0], min(4 if tries % 2 == 0 else 2, self._kmax(untimed[0]))
-        if state.retry_at and self._step >= state.retry_at:
-            # only proposers the shadow does not keep measuring for every request are retried:
-            # a cheap one's acceptance for this request is current anyway
-            dear = [n for n in names if n not in used and self._call_cost(n) > _SHADOW_SHARE * self._cost.last_step]
-            if not dear:
-                state.retry_at = 0  # nothing to retry; rescheduled while it does not speculate
-                return None
-            name = dear[state.retries % len(dear)]
-            state.exploring, state.why = name, "retry"
-            return name, min(2, self._kmax(name))
-        if self.explore and names and self._rng.random() < self.explore:
-            name = self._rng.choice(list(names))
-            state.exploring, state.why = name, "random"
-            return name, self._rng.randint(1, self._kmax(name))
-        return None
-
-    def _find_hopeless(self, names: Sequence[str], plan: BatchPlan) -> set[str]:
-        """Proposers not worth exploring at this batch size: with every draft of every request
-        accepted, their calls and draft tokens would still make the batch slower than it has
-        been running (at 16 requests on a CPU, a draft model's batched call costs about what the
-        target's forward does; learning it there took 3-8% of a run and could never pay)."""
-        rate = self._rates.get(plan.base_size)
-        if rate is None:
-            return set()
-        out = set()
-        for n in names:
-            best = plan.best_case_rate(n, self._kmax(n))
-            if best is not None and best < rate:
-                out.add(n)
-        return out
-
     def _pooled(self, name: str, greedy: bool, k: int) -> list[float] | None:
         """`name`'s acceptance of positions 0..k-1 over all requests of this kind; None while
-        it rests on fewer than _LEARN_DRAFTS drafts."""
+        it rests on fewer than LEARN_DRAFTS drafts."""
         pooled = self._global.get((name, greedy))
-        if pooled is None or pooled.weight < _LEARN_DRAFTS:
+        if pooled is None or pooled.weight < LEARN_DRAFTS:
             return None
         return pooled.rates(k, _PRIOR_ACCEPT)
-
-    def _to_learn(self, name: str, greedy: bool) -> bool:
-        """Whether `name` is still to be learned for greedy (sampled) requests: its pooled
-        acceptance rests on fewer than _LEARN_DRAFTS drafts, and it has not been tried for that
-        twice as often already (one that seldom drafts would keep the budget boosted for good)."""
-        pooled = self._global.get((name, greedy))
-        learned = pooled.weight if pooled is not None else 0.0
-        return learned < _LEARN_DRAFTS and self._learn_tries[(name, greedy)] < 2 * _LEARN_DRAFTS
 
     def _cold_cost(self, state: RequestState, name: str) -> float:
         return self._cost.cold_cost(state, name)
@@ -608,16 +533,15 @@ class AdaptivePolicy:
     def feedback(self, fb: StepFeedback) -> None:
         self._cost.learn(fb, self._requests)
         step_seconds = self._cost.last_step
-        # while some proposer is still to be learned, credit comes in faster (_LEARN_BOOST)
-        learning = any(self._to_learn(n, g) for n, g in self._learning if n not in self._hopeless)
+        # while some proposer is still to be learned, credit comes in faster (LEARN_BOOST)
+        learning = self._explorer.learning(self._global)
         emitted = sum(o.emitted for o in fb.outcomes)
         batch_rate = emitted / max(step_seconds, 1e-9)
-        old = self._rates.get(fb.batch_size)
-        self._rates[fb.batch_size] = batch_rate if old is None else 0.8 * old + 0.2 * batch_rate
+        self._explorer.record_rate(fb.batch_size, batch_rate)
         # what these tokens would have taken without drafts: a quiet step emits one per request
         quiet = self._cost.quiet_step(fb.batch_size)
         saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
-        self._budget.earn(step_seconds, _LEARN_BOOST if learning else 1.0, saved)
+        self._explorer.budget.earn(step_seconds, LEARN_BOOST if learning else 1.0, saved)
         for o in fb.outcomes:
             st = self._requests.get(o.request_id)
             if st is not None:
@@ -672,17 +596,10 @@ class AdaptivePolicy:
                 state.retry_at = self._step + state.retry_gap
 
     def _explored(self, state: RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
-        """An exploration's outcome. Worth it, had it been chosen? Its accepted tokens against what
-        its draft tokens and call cost, at the batch's rate. Explorations that keep finding
-        nothing worth it (a loaded machine, a workload no proposer helps) slow down to 1/16 of
-        `explore`; one that finds something restores the pace."""
+        """An exploration's outcome, for the exploration's pace and the request's next retry."""
         assert self._cost.score is not None
-        self._explorations += 1
         extra = self._cost.score.coef[2] * drafted + self._call_cost(name, max(drafted, 1))
-        if not state.timing:  # one run to time or first learn a proposer teaches the pace nothing
-            self._budget.judge(accepted >= extra * batch_rate)
-        paid = drafted > 0 and accepted * 2 >= drafted
-        state.retry_gap = self.retry_after if paid else min(max(state.retry_gap, self.retry_after) * 2, 1024)
+        self._explorer.judge(state, name, drafted, accepted, batch_rate, extra)
 
     def _hindsight(self, state: RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> int:
         """Score a shadow draft against the emitted tokens (positions past them are unknown);
@@ -712,9 +629,9 @@ class AdaptivePolicy:
             # over the speculating request-steps chosen on an estimate (explorations aside)
             "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
             "realised_tokens_per_step": self._realised / max(self._judged, 1),
-            "explorations": self._explorations,
-            "explorations_by_reason": dict(self._why),  # time (first timed call), learn, retry, random
-            "exploration_pace": self._budget.scale,
+            "explorations": self._explorer.explorations,
+            "explorations_by_reason": dict(self._explorer.why),  # time (first timed call), learn, retry, random
+            "exploration_pace": self._explorer.budget.scale,
             # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
             "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
                            for (n, greedy), a in self._global.items()},

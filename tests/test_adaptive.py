@@ -12,7 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spec_sdk import SamplingParams
-from spec_sdk.adaptive import _LEARN_DRAFTS, AdaptivePolicy
+from spec_sdk.adaptive import AdaptivePolicy
+from spec_sdk.adaptive_explore import LEARN_DRAFTS as _LEARN_DRAFTS
+from spec_sdk.adaptive_explore import Explorer
 from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.errors import ConfigError
 from spec_sdk.estimators import Acceptance, CostModel, ScoreFit, expected_tokens
@@ -523,7 +525,7 @@ def test_a_proposer_never_called_is_asked_in_the_shadow_for_one_request() -> Non
     views = [_view(f"r{i}") for i in range(8)]
     pol.begin_step(views, Load(8), ["a"])  # nothing measured: no plan, the forward is timed
     pol.feedback(StepFeedback(8, 0, 0.02, 1e-4, {}, {}, [Outcome(v.id, None, 0, 0, 1, True, (1,)) for v in views]))
-    pol._budget.credit = 0.0  # no exploration affordable: the shadow asks it all the same
+    pol._explorer.budget.credit = 0.0  # no exploration affordable: the shadow asks it all the same
     pol.begin_step(views, Load(8), ["a"])
     asked = [v.id for v in views if "a" in pol.plan(v, Load(8))]
     assert len(asked) == 1
@@ -808,8 +810,6 @@ def test_a_proposer_that_could_not_pay_even_if_every_draft_were_accepted_is_not_
     runs at with a cheap one, whatever its acceptance: once its cost is timed it is neither
     learned nor probed at random (at 16 requests on a CPU, learning the draft model took 3-8%
     of a run). Without that bound, it is verified several times more."""
-    import spec_sdk.adaptive as adaptive
-
     machine = ({"cheap": 0.8, "dear": 0.9}, (0.002, 0.001, 0.0002), {"cheap": 1e-5, "dear": 0.03})
 
     def run() -> tuple[AdaptivePolicy, int]:
@@ -818,9 +818,9 @@ def test_a_proposer_that_could_not_pay_even_if_every_draft_were_accepted_is_not_
         return policy, sum(v for (n, _), v in d.items() if n == "dear")
 
     policy, verified = run()
-    assert policy._hopeless == {"dear"} and "learn" not in policy.report()["explorations_by_reason"]
+    assert policy._explorer.hopeless == {"dear"} and "learn" not in policy.report()["explorations_by_reason"]
     assert verified <= 3
-    monkeypatch.setattr(adaptive.AdaptivePolicy, "_find_hopeless", lambda self, names, plan: set())
+    monkeypatch.setattr(Explorer, "find_hopeless", lambda self, names, plan, kmax: set())
     _, unbounded = run()
     assert unbounded >= 2 * verified + 4
 
@@ -861,7 +861,7 @@ def test_a_dear_proposer_still_to_be_learned_is_tried_first_on_a_request_it_is_w
     views = [_view(f"n{i}") for i in range(4)]
     policy.begin_step(views, Load(4), ["cheap", "model"])
     policy._requests["n2"].warm.add("model")
-    policy._budget.credit = 1.0
+    policy._explorer.budget.credit = 1.0
     policy.begin_step(views, Load(4), ["cheap", "model"])
     tried = [v.id for v in views if "model" in (policy._requests[v.id].probe, policy._requests[v.id].exploring)]
     assert tried == ["n2"]
