@@ -63,8 +63,8 @@ class NativeBackend:
     at most 4096). `fp8` quantises the decoder's matmuls to e4m3; `cuda_graphs` replays captured
     verify forwards (CUDA only). `warm_nodes`: on a CPU, the matmul kernels for forwards of up
     to `max_slots * warm_nodes` nodes are built at construction (default: every slot with an
-    8-token draft; about 3 s for the zoo's target at 64 slots), so that no step pays for one
-    (larger forwards build theirs when first seen).
+    8-token draft; about 3 s for the zoo's target at 64 slots, and never past 768 nodes), so
+    that no step pays for one (larger forwards build theirs when first seen).
     """
 
     supports_trees = True

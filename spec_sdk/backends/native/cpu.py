@@ -36,6 +36,10 @@ WARM_ROWS = 16
 # 72 rows 0.62 ms); oneDNN keeps 1024 kernels, and five weight shapes times 64 slots times 9
 # nodes a row, counted one by one, would not fit.
 ROW_STEP = 4
+# ...but no further than this many rows: past ~190 counts, five weight shapes' kernels would
+# not fit oneDNN's cache, and building them would only evict each other (and take minutes at
+# 512 slots)
+WARM_LIMIT = 768
 
 
 @attrs.frozen(eq=False)
@@ -107,7 +111,7 @@ def _warm(w: LlamaWeights, rows: int) -> None:
     layer = w.layers[0]
     pairs = ((layer.qkv, layer.qkv_bias), (layer.o, layer.o_bias), (layer.gate_up, layer.gate_up_bias),
              (layer.down, layer.down_bias), (w.head, None))
-    counts = sorted({padded_rows(m) for m in range(2, max(rows, WARM_ROWS) + 1)})
+    counts = sorted({padded_rows(m) for m in range(2, min(max(rows, WARM_ROWS), WARM_LIMIT) + 1)})
     for weight, bias in pairs:
         x = torch.zeros(counts[-1], weight.rows_major.shape[0], dtype=weight.rows_major.dtype)
         for m in counts:
