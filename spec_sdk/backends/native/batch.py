@@ -199,23 +199,23 @@ def split_plan(sizes: Sequence[int], t: int, head: int, device: torch.device) ->
     starts = [0]
     for n in sizes[:-1]:
         starts.append(starts[-1] + n)
-    head_gather, head_valid, head_dest = [], [], []
-    for i, n in enumerate(sizes):
-        for j in range(head):
-            real = j < n
-            head_gather.append(starts[i] + j if real else starts[i])
-            if real:
-                head_valid.append(i * head + j)
-                head_dest.append(starts[i] + j)
+
+    def one_pass(rows: Sequence[int], lo: int, hi: int) -> tuple[list[int], list[int], list[int]]:
+        """Nodes lo..hi-1 of each row: each query's packed index (padding: the row's root), and
+        which of those queries are real nodes, with their packed index."""
+        gather, valid, dest = [], [], []
+        for r, i in enumerate(rows):
+            for j in range(lo, hi):
+                real = j < sizes[i]
+                gather.append(starts[i] + j if real else starts[i])
+                if real:
+                    valid.append(r * (hi - lo) + j - lo)
+                    dest.append(starts[i] + j)
+        return gather, valid, dest
+
+    head_gather, head_valid, head_dest = one_pass(range(len(sizes)), 0, head)
     long_rows = [i for i, n in enumerate(sizes) if n > head]
-    gather, valid, dest = [], [], []
-    for r, i in enumerate(long_rows):
-        for j in range(head, t):
-            real = j < sizes[i]
-            gather.append(starts[i] + j if real else starts[i])
-            if real:
-                valid.append(r * (t - head) + j - head)
-                dest.append(starts[i] + j)
+    gather, valid, dest = one_pass(long_rows, head, t)
     every = len(head_valid) == len(head_gather)
     return Split(
         head,
