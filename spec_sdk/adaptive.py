@@ -65,7 +65,7 @@ from spec_sdk.errors import ConfigError
 from spec_sdk.adaptive_hand import HandJudge, draft_seconds
 from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.adaptive_cost import Costs
-from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, SHADOW_SHARE, Explorer
+from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix, reach_chances
@@ -76,7 +76,7 @@ from spec_sdk.types import Draft
 # Before anything is measured: half of each draft position accepted (the forward's prior:
 # spec_sdk.adaptive_cost).
 _PRIOR_ACCEPT = (0.5,)
-# (a proposer whose call for one request costs at most SHADOW_SHARE of a step is asked in the
+# (a proposer whose call for one request costs at most adaptive_cost.SHADOW_SHARE of a step is asked in the
 # shadow; shadows are asked for a random part of the batch sized to cost about that share)
 # ...and the shadow calls of a step may cost this share of it together: in a big batch the
 # drafts in hand are how speculation pays at all (the average draft does not, a strong match
@@ -283,9 +283,8 @@ class AdaptivePolicy:
         # A proposer's first call for a request is cold (fills its cache) and times nothing
         # typical: an untimed proposer is asked again for a request it is warm for, first; and
         # so is a dear one still to be learned (a draft model's warm try costs a fifth of a cold one)
-        dear = SHADOW_SHARE * self._cost.last_step
         untimed = set(names) - set(self._cost.propose)
-        learnable = untimed | {n for n, _ in ex.unlearned if n in explorable and self._call_cost(n) > dear}
+        learnable = untimed | {n for n, _ in ex.unlearned if n in explorable and self._cost.dear(n, self._kmax(n))}
         for i in sorted(order, key=lambda i: not learnable & states[i].warm):
             states[i].exploring = None
             pick = ex.pick(states[i], explorable, used | unaffordable, self._step, self._cost, self._kmax)
@@ -374,7 +373,7 @@ class AdaptivePolicy:
         # was timed: its warm calls cost no more, and that is how they get timed (one at a
         # time, in explorations, took a big batch tens of steps to reach the suffix proposer)
         cheap_first = [n for n in names if n not in timed and n in self._cost.cold
-                       and self._cost.cold[n] <= SHADOW_SHARE * self._cost.last_step]
+                       and self._cost.cold[n] <= self._cost.shadow_bar()]
         self._pick_shadows(states, choice, timed + cheap_first)
         # a proposer never called is asked in the shadow for one request: a first call tells
         # whether it is cheap (else the explorations, one a step, may take long to reach it)
@@ -395,7 +394,7 @@ class AdaptivePolicy:
         """Which requests ask which cheap proposers in the shadow this step."""
         if self._cost.last_step <= 0:
             return
-        cheap = [n for n in names if self._call_cost(n) <= SHADOW_SHARE * self._cost.last_step]
+        cheap = [n for n in names if not self._cost.dear(n, self._kmax(n))]
         if not cheap:
             return
         # one call asks a proposer for all its shadow requests: its fixed part is paid once

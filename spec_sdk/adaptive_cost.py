@@ -32,6 +32,9 @@ from spec_sdk.policy import StepFeedback
 PRIOR_FIXED_SHARE = 0.05
 # tokens a step is taken to emit, where a plan must guess how many steps a request has left
 _STEP_TOKENS = 2
+# a proposer whose call for one request costs at most this share of a step is cheap: asked in
+# the shadow (spec_sdk.adaptive); a dearer one is what exploring is for
+SHADOW_SHARE = 0.01
 
 
 @attrs.define(eq=False)
@@ -76,6 +79,14 @@ class Costs:
             return 0.0, self.call_cost(name, kmax)
         a, b, c, _ = model.coef
         return max(a + c * kmax, 0.0), max(b, 0.0)
+
+    def shadow_bar(self) -> float:
+        """Seconds a call for one request may cost and still be cheap (SHADOW_SHARE of a step)."""
+        return SHADOW_SHARE * self.last_step
+
+    def dear(self, name: str, kmax: int) -> bool:
+        """Whether a warm call of `name` for one request asked for `kmax` tokens is not cheap."""
+        return self.call_cost(name, kmax) > self.shadow_bar()
 
     def cold_cost(self, state: RequestState, name: str, spread: bool = True) -> float:
         """The first call's extra cost, spread over the steps the request may still take (two

@@ -31,9 +31,6 @@ from spec_sdk.estimators import Acceptance
 LEARN_DRAFTS = 4.0
 # ...and exploration credit accrues this many times faster until it does
 LEARN_BOOST = 3.0
-# a proposer whose call for one request costs at most this share of a step is asked in the
-# shadow (spec_sdk.adaptive); a dearer one is what exploring is for
-SHADOW_SHARE = 0.01
 
 Pooled = Mapping[tuple[str, bool], Acceptance]
 
@@ -88,9 +85,6 @@ class Explorer:
              kmax: Callable[[str], int]) -> tuple[str, int] | None:
         """This request's exploration this step, if any (`used`: proposers not to pick), with
         its reason in `state.why` and `state.timing` set for a timing or learning try."""
-        def call(n: str) -> float:
-            return costs.call_cost(n, kmax(n))
-
         untimed = [n for n in names if n not in costs.propose and n not in used]
         # a warm call is what times it; and the cheapest first call first (never called: 0)
         untimed.sort(key=lambda n: (n not in state.warm, costs.cold.get(n, 0.0)))
@@ -99,8 +93,8 @@ class Explorer:
             # (greedy, sampled) rests on fewer than LEARN_DRAFTS drafts: a prior of one half can
             # keep a good proposer from ever being chosen, and under sampling only a verified
             # draft teaches it.
-            dear = SHADOW_SHARE * costs.last_step
-            untimed = [n for n in names if n not in used and (n, state.greedy) in self.unlearned and call(n) > dear]
+            untimed = [n for n in names if n not in used and (n, state.greedy) in self.unlearned
+                       and costs.dear(n, kmax(n))]
             untimed.sort(key=lambda n: (n not in state.warm, self.tries[(n, state.greedy)]))
         state.timing = bool(untimed)
         if untimed:  # worth one request's try as soon as it is affordable
@@ -113,7 +107,7 @@ class Explorer:
         if state.retry_at and step >= state.retry_at:
             # only proposers the shadow does not keep measuring for every request are retried:
             # a cheap one's acceptance for this request is current anyway
-            dear_ones = [n for n in names if n not in used and call(n) > SHADOW_SHARE * costs.last_step]
+            dear_ones = [n for n in names if n not in used and costs.dear(n, kmax(n))]
             if not dear_ones:
                 state.retry_at = 0  # nothing to retry; rescheduled while it does not speculate
                 return None
