@@ -67,6 +67,7 @@ from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
+from spec_sdk.adaptive_sleep import Gains
 from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
 from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix, reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
@@ -96,6 +97,11 @@ _MEASURE_DRAFTS = 8
 # for every other request, three times; what it costs where it is wrong: far less, and the
 # drafts' accepted tokens pay some of it back.
 _MEASURE_WIDE = 3
+# ...and at most this many forwards are filled so, wide or not: where the drafts in hand are
+# short (one-token suffix matches in sampled chat) no forward gets wide, and the fill went on
+# for good -- 203 of 478 steps of one request carried a one-token draft accepted ~12%, at 0.88x
+# of decoding without drafts
+_MEASURE_FILLS = 4 * _MEASURE_WIDE
 # a request's own acceptance is shrunk towards the pooled one as if this many drafts had gone
 # the pooled way; more under sampling, where acceptance is more the proposer's and the
 # temperature's than the request's, and a few unlucky drafts must not turn a proposer off
@@ -152,8 +158,16 @@ class AdaptivePolicy:
     _worth_taking: int = attrs.field(init=False, default=0)
     _takers: float = attrs.field(init=False, default=0.0)
     _measure_left: int = attrs.field(init=False, default=0)  # draft tokens still to measure this step
+    _fills: int = attrs.field(init=False, default=0)  # steps whose forward a fill put drafts in
+    _filled_at: int = attrs.field(init=False, default=0)  # the last such step
     # caps on k for proposers that draft fewer tokens than asked (spec_sdk.adaptive_lengths)
     _lengths: DraftLengths = attrs.field(init=False, factory=DraftLengths)
+    # what speculation gains requests lately: where a new request's gain starts (spec_sdk.adaptive_sleep)
+    _gains_by_kind: Gains = attrs.field(init=False, factory=Gains)
+    _asleep: set[str] = attrs.field(init=False, factory=set)  # requests asleep this step
+    _may_sleep: bool = attrs.field(init=False, default=False)  # nothing is still to be learned
+    _request_steps: int = attrs.field(init=False, default=0)
+    _slept: int = attrs.field(init=False, default=0)  # request-steps asleep
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -249,7 +263,7 @@ class AdaptivePolicy:
         self._step += 1
         names = [n for n in (self.proposers if self.proposers is not None else proposers) if n in proposers]
         self._decisions, self._measure_left = {}, 0
-        self._drafting, self._batch = set(), len(reqs)
+        self._drafting, self._batch, self._asleep = set(), len(reqs), set()
         self._takers, self._worth_taking = 0.5 * self._takers + 0.5 * self._worth_taking, 0
         if not names or not reqs:
             return
@@ -260,6 +274,15 @@ class AdaptivePolicy:
             s.shadows, s.asked, s.probe, s.held, s.budgets = (), (), None, {}, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
             s.length = len(r.tokens)
+            if s.sleep is None:
+                s.sleep = self._gains_by_kind.start(s.greedy)
+        # a request whose speculation stopped paying is left alone for a while: no plan, no
+        # shadows, no exploration (spec_sdk.adaptive_sleep)
+        asleep = {i for i, s in enumerate(states) if s.sleep is not None and s.sleep.asleep(self._step)}
+        self._asleep = {reqs[i].id for i in asleep}
+        self._request_steps, self._slept = self._request_steps + len(reqs), self._slept + len(asleep)
+        if len(asleep) == len(reqs):
+            return
         if self._cost.score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self.probe_every and self._step % self.probe_every == 0:
@@ -287,6 +310,8 @@ class AdaptivePolicy:
         learnable = untimed | {n for n, _ in ex.unlearned if n in explorable and self._cost.dear(n, self._kmax(n))}
         for i in sorted(order, key=lambda i: not learnable & states[i].warm):
             states[i].exploring = None
+            if i in asleep:
+                continue
             pick = ex.pick(states[i], explorable, used | unaffordable, self._step, self._cost, self._kmax)
             if pick is None:
                 continue
@@ -361,7 +386,8 @@ class AdaptivePolicy:
                 c = colds[(i, n)] = self._cold_cost(states[i], n)
             return c
 
-        best_options(lambda: self._plan(len(choice)), choice, forced, self._hoped(states, names, gains), timed, cold)
+        best_options(lambda: self._plan(len(choice)), choice, forced | asleep, self._hoped(states, names, gains), timed,
+                     cold)
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
             # an exploration was not picked for its estimate: it says nothing of the winner's curse
@@ -374,16 +400,17 @@ class AdaptivePolicy:
         # time, in explorations, took a big batch tens of steps to reach the suffix proposer)
         cheap_first = [n for n in names if n not in timed and n in self._cost.cold
                        and self._cost.cold[n] <= self._cost.shadow_bar()]
-        self._pick_shadows(states, choice, timed + cheap_first)
+        awake = [i for i in range(len(states)) if i not in asleep]
+        self._pick_shadows([states[i] for i in awake], [choice[i] for i in awake], timed + cheap_first)
         # a proposer never called is asked in the shadow for one request: a first call tells
         # whether it is cheap (else the explorations, one a step, may take long to reach it)
         for n in names:
             if n not in self._cost.cold and n not in self._cost.propose and not any(n in s.shadows for s in states):
-                i = self._rng.randrange(len(states))
+                i = awake[self._rng.randrange(len(awake))]
                 if choice[i][0] != n:
                     states[i].shadows += (n,)
         self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
-        if self._cost.score.wide_steps < _MEASURE_WIDE:
+        if self._cost.score.wide_steps < _MEASURE_WIDE and self._fills < _MEASURE_FILLS:
             self._measure_left = max(0, self._cost.score.wide(len(reqs)) - sum(k for _, k in choice))
         for s, (name, _) in zip(states, choice):
             if s.probe is not None and s.probe != name and s.probe not in s.shadows:
@@ -511,6 +538,8 @@ class AdaptivePolicy:
             if d is not None and len(d):
                 k = min(len(d), self._measure_left, 4)
                 self._measure_left -= k
+                if self._filled_at != self._step:
+                    self._fills, self._filled_at = self._fills + 1, self._step
                 return self._take(rid, drafts, n, k, None)
         return None
 
@@ -541,11 +570,15 @@ class AdaptivePolicy:
         quiet = self._cost.quiet_step(fb.batch_size)
         saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
         self._explorer.budget.earn(step_seconds, LEARN_BOOST if learning else 1.0, saved)
+        self._may_sleep = not learning and bool(self._cost.propose)
         for o in fb.outcomes:
             st = self._requests.get(o.request_id)
             if st is not None:
                 st.warm.update(st.asked)
                 st.seen.update((n, st.length) for n in st.asked)
+                if st.sleep is not None and o.request_id not in self._asleep:
+                    st.sleep.record(self._step, o.accepted, self._may_sleep)
+                    self._gains_by_kind.add(st.greedy, o.accepted)
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
             if decision is not None and decision[0] is not None:
@@ -628,6 +661,8 @@ class AdaptivePolicy:
             # over the speculating request-steps chosen on an estimate (explorations aside)
             "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
             "realised_tokens_per_step": self._realised / max(self._judged, 1),
+            # request-steps the policy left alone, their speculation having gained nothing lately
+            "asleep_share": self._slept / max(self._request_steps, 1),
             "explorations": self._explorer.explorations,
             "explorations_by_reason": dict(self._explorer.why),  # time (first timed call), learn, retry, random
             "exploration_pace": self._explorer.budget.scale,

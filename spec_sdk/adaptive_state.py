@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import attrs
 
+from spec_sdk.adaptive_sleep import Sleep
 from spec_sdk.estimators import Acceptance
 
 # exploration credit is capped at this many steps' worth
@@ -49,6 +50,7 @@ class RequestState:
     # its length when each proposer was last asked: a proposer asked again after a pause must
     # first read the tokens it missed (a draft model runs them through its forward)
     seen: dict[str, int] = attrs.field(factory=dict)
+    sleep: Sleep | None = None  # its gain from speculation and its sleep schedule (spec_sdk.adaptive_sleep)
 
     def behind(self, name: str) -> int:
         """Tokens `name` has not seen yet (0 for one never asked: that is a cold call)."""

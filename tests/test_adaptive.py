@@ -790,6 +790,26 @@ def test_cheap_drafts_in_hand_fill_the_first_forwards_to_price_a_draft_token(bat
     assert wide < 3
 
 
+def test_the_fill_stops_where_drafts_in_hand_are_too_short_to_make_a_forward_wide(monkeypatch) -> None:
+    """One-token drafts in hand (short suffix matches) never make a forward of one request wide
+    (two draft tokens): the fill is capped by the forwards it filled, not only by the wide ones,
+    or it puts a dear, poorly accepted draft in every step it has one."""
+    import spec_sdk.adaptive as adaptive
+
+    def run() -> tuple[int, int]:
+        policy = AdaptivePolicy(max_k=4, explore=0.02)
+        d = _simulate(policy, {"cheap": 0.1}, (0.002, 0.001, 0.001), {"cheap": 1e-6}, batch=1, steps=300,
+                      noise=0.1, lengths={"cheap": 1})
+        assert policy._cost.score is not None and policy._cost.score.wide_steps == 0
+        return policy._fills, sum(c for (name, _), c in d.items() if name is not None)
+
+    fills, drafted = run()
+    assert fills == adaptive._MEASURE_FILLS and drafted < 40
+    monkeypatch.setattr(adaptive, "_MEASURE_FILLS", 10**6)  # the fill uncapped: it goes on
+    fills, drafted = run()
+    assert fills > 100 and drafted > 100
+
+
 
 def test_a_shadow_draft_that_is_verified_is_counted_once() -> None:
     """A greedy shadow's draft that the policy then puts in the forward (here: to measure what

@@ -1,0 +1,96 @@
+"""The adaptive policy leaves a request alone while speculation gains it nothing, and wakes it
+to look again (spec_sdk.adaptive_sleep)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+import spec_sdk.adaptive_sleep as sleep_mod
+from spec_sdk.adaptive import AdaptivePolicy
+from spec_sdk.adaptive_sleep import AWAKE_STEPS, FIRST_GAP, MAX_GAP, Gains, Sleep
+from spec_sdk.policy import Load
+from spec_sdk.proposers.base import RequestView
+from test_adaptive import _simulate
+
+_MACHINE = ((0.002, 0.001, 0.0005), {"cheap": 1e-6})  # score a + b*batch + c*draft tokens; a call
+
+
+class _Counting(AdaptivePolicy):
+    """Counts the steps on which the policy asked any proposer for a request."""
+
+    asked_steps = 0
+
+    def plan(self, req: RequestView, load: Load) -> Mapping[str, int]:
+        out = super().plan(req, load)
+        type(self).asked_steps += bool(out)
+        return out
+
+
+def test_a_sleep_doubles_up_to_its_cap_and_one_accepted_token_resets_it() -> None:
+    s = Sleep(gain=0.0)
+    for step in range(1, AWAKE_STEPS):
+        s.record(step, 0, may_sleep=True)
+        assert not s.asleep(step + 1)
+    s.record(AWAKE_STEPS, 0, may_sleep=True)
+    assert s.asleep(AWAKE_STEPS + 1) and s.asleep(AWAKE_STEPS + FIRST_GAP)
+    assert not s.asleep(AWAKE_STEPS + FIRST_GAP + 1)
+    gaps = []
+    for _ in range(4):
+        gaps.append(s.gap)
+        step = s.until
+        for i in range(AWAKE_STEPS):
+            s.record(step + i, 0, may_sleep=True)
+    assert gaps == [2 * FIRST_GAP, min(4 * FIRST_GAP, MAX_GAP), MAX_GAP, MAX_GAP]
+    s.record(s.until, 1, may_sleep=True)  # an accepted token: awake, and the next sleep short again
+    assert s.gain >= sleep_mod.DORMANT_GAIN and s.gap == FIRST_GAP and not s.asleep(s.until)
+    # nobody sleeps while something is still to be learned
+    fresh = Sleep(gain=0.0)
+    for step in range(1, 100):
+        fresh.record(step, 0, may_sleep=False)
+    assert not fresh.asleep(100)
+
+
+def test_a_new_request_starts_at_what_its_kind_gained_lately() -> None:
+    gains = Gains()
+    assert gains.start(True).gain == 1.0  # nothing known: it must show it does not gain
+    for _ in range(500):
+        gains.add(False, 0)
+    assert gains.start(False).gain < 0.01 and gains.start(True).gain == 1.0
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_where_no_draft_is_ever_accepted_the_policy_mostly_leaves_the_request_alone(greedy, monkeypatch) -> None:
+    """A cheap proposer whose drafts are never accepted: with sleeping, it is asked on a small
+    share of the steps; without (a gain no request falls below), on nearly every step."""
+
+    def asked(share_floor: float) -> float:
+        monkeypatch.setattr(sleep_mod, "DORMANT_GAIN", share_floor)
+        _Counting.asked_steps = 0
+        policy = _Counting(max_k=4, explore=0.02)
+        _simulate(policy, {"cheap": 0.0}, *_MACHINE, batch=1, steps=400, greedy=greedy)
+        return _Counting.asked_steps / 400
+
+    assert asked(-1.0) > 0.9
+    assert asked(0.05) < 0.35
+
+
+def test_a_request_that_sleeps_wakes_to_a_proposer_that_starts_to_pay() -> None:
+    """Nothing accepted for 300 steps, then most drafts follow the text and say so in their score
+    (a suffix match that got long): the request, asleep by then, wakes within a sleep's length
+    and drafts from then on."""
+    policy = AdaptivePolicy(max_k=4, explore=0.02)
+    _simulate(policy, {"cheap": 0.0}, *_MACHINE, batch=1, steps=300)
+    state = policy._requests["r0"]
+    assert state.sleep is not None and state.sleep.gap == MAX_GAP
+    later = _simulate(policy, {"cheap": 0.0}, *_MACHINE, batch=1, steps=200, seed=1, strong=0.9)
+    assert sum(c for (name, k), c in later.items() if name == "cheap" and k >= 2) > 120
+    assert state.sleep.gap == FIRST_GAP
+
+
+def test_requests_that_gain_never_sleep() -> None:
+    policy = AdaptivePolicy(max_k=4, explore=0.02)
+    d = _simulate(policy, {"cheap": 0.8}, *_MACHINE, batch=4, steps=300)
+    assert all(s.sleep is not None and s.sleep.until == 0 for s in policy._requests.values())
+    assert sum(c for (name, _), c in d.items() if name == "cheap") > 0.9 * 4 * 300
