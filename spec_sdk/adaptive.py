@@ -620,6 +620,9 @@ class AdaptivePolicy:
                 matched = self._hindsight(state, n, draft, o, self._kmax(n))
                 if n == state.probe:
                     self._explored(state, n, len(draft), matched, batch_rate)
+            for n in state.asked:
+                if n not in state.held and state.budgets.get(n, 0) > 0:
+                    self._no_draft(state, n, o.greedy)
             if state.exploring is not None and state.exploring == o.proposer:
                 self._explored(state, o.proposer, o.drafted, o.accepted, batch_rate)
             if decision is not None and decision[0] is None and not state.retry_at:
@@ -645,6 +648,14 @@ class AdaptivePolicy:
         state.acceptance.setdefault(name, Acceptance()).add(seen, matched, ran_out)
         self._global.setdefault((name, o.greedy), Acceptance(decay=0.995)).add(seen, matched, ran_out)
         return matched
+
+    def _no_draft(self, state: RequestState, name: str, greedy: bool) -> None:
+        """`name` was asked and had no draft: it ran out at the first position, as a short draft
+        runs out past its end (Acceptance.add). Counted from its drafts alone, a proposer that
+        often has none (a suffix tree with no match) was planned as if it always drafted as
+        well as it does when it has a match, over one that always drafts."""
+        state.acceptance.setdefault(name, Acceptance()).add(0, 0, 1)
+        self._global.setdefault((name, greedy), Acceptance(decay=0.995)).add(0, 0, 1)
 
     def forget(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

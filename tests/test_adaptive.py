@@ -258,7 +258,8 @@ def _view(rid: str, greedy: bool = True) -> RequestView:
 def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[float, ...],
               propose: dict[str, float | tuple[float, float]], batch: int = 1, steps: int = 300, seed: int = 0,
               greedy: bool = True, strong: float = 0.0, noise: float = 0.0,
-              lengths: dict[str, int] | None = None) -> Counter[tuple[str | None, int]]:
+              lengths: dict[str, int] | None = None,
+              present: dict[str, float] | None = None) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call (or (per call, per token of the largest budget asked)), and its draft follows the text each position with
@@ -266,7 +267,9 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
     `strong`: the share of drafts that instead follow the text all the way and say so in their
     score (5.0, the others 0.5) -- a suffix match that is long this step. `noise`: each forward's
     seconds off by up to this share, either way (a real machine's steps are). `lengths`: a
-    proposer's drafts are at most this long, whatever it is asked for (a speculator's heads)."""
+    proposer's drafts are at most this long, whatever it is asked for (a speculator's heads).
+    `present`: the share of calls on which a proposer has a draft at all (a suffix tree finds a
+    match); the other calls return None."""
     import random
 
     rng = random.Random(seed)
@@ -278,7 +281,9 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
         for v in views:
             truth = [rng.randrange(100) for _ in range(17)]  # what the target will write
 
-            def draft(name: str, k: int) -> Draft:
+            def draft(name: str, k: int) -> Draft | None:
+                if present and rng.random() >= present.get(name, 1.0):
+                    return None
                 k = min(k, (lengths or {}).get(name, k))
                 if strong and rng.random() < strong:
                     return Draft(tokens=truth[:k], score=5.0)
@@ -809,6 +814,23 @@ def test_the_fill_stops_where_drafts_in_hand_are_too_short_to_make_a_forward_wid
     fills, drafted = run()
     assert fills > 100 and drafted > 100
 
+
+
+def test_a_proposer_that_often_has_no_draft_is_planned_for_what_it_yields() -> None:
+    """A proposer whose drafts are always right but that has one on a third of the calls only
+    (a suffix tree that seldom finds a match) yields about a third of a token at the first
+    position, not one: its calls without a draft count as running out there. Against it, one
+    that always drafts and is right 60% of the time is the better plan; its draft is what the
+    request is planned for, and the spotty one's drafts in hand are still taken when there."""
+    policy = AdaptivePolicy(max_k=4, explore=0.02)
+    d = _simulate(policy, {"spotty": 1.0, "steady": 0.6}, (0.002, 0.001, 0.0002), {"spotty": 1e-6, "steady": 1e-6},
+                  batch=4, steps=300, present={"spotty": 0.33})
+    first = {n: policy._global[(n, True)].rates(1, (0.5,))[0] for n in ("spotty", "steady")}
+    assert first["spotty"] == pytest.approx(0.33, abs=0.1)
+    assert first["steady"] == pytest.approx(0.6, abs=0.1)
+    # a step with the spotty draft in hand takes it (all of it is accepted); the others the steady one
+    assert d[("spotty", 4)] > 0.25 * 4 * 300
+    assert sum(c for (n, _), c in d.items() if n == "steady") > 0.5 * 4 * 300
 
 
 def test_a_shadow_draft_that_is_verified_is_counted_once() -> None:
