@@ -46,6 +46,10 @@ nothing accepted. And every `probe_every` steps the whole batch runs one step wi
 when the batch size and the chosen draft lengths barely change, the cost of a draft token
 cannot be told from the fixed cost of a step without such a probe.
 
+A request whose speculation gained it nothing lately sleeps (spec_sdk.adaptive_sleep): for a
+while the policy plans, asks and explores nothing for it -- deciding costs even where nothing
+is drafted, and where no proposer helps that cost was the whole of the slowdown.
+
 A sampled request's options are weighed with hope (_HOPE): a proposer's first-position
 acceptance, pooled over sampled requests, is raised by its standard error, as tokens for every
 draft length alike. Only verified drafts teach acceptance under sampling; without the hope a

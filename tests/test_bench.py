@@ -110,10 +110,26 @@ def test_workload_bench_end_to_end(tmp_path, capsys):
             decided = methods["adaptive"]["policy"]
             assert decided["steps"] >= 1 and set(decided["chosen"]) <= {"ngram"}
             assert "policy" not in methods["ngram k=4"]
+            # the bar, computed: the one single (proposer, k) here is the best single
+            assert run["best_single"] == "ngram k=4"
+            assert run["adaptive_vs_best_single"] == pytest.approx(
+                methods["adaptive"]["tokens_per_second"] / methods["ngram k=4"]["tokens_per_second"])
             if run["greedy"]:
                 for name in (*SDK, "hf-plain"):
                     assert methods[name]["all_outputs_equal"], (wname, name, methods[name]["outputs_equal"])
             else:
                 assert all(m["outputs_equal"] == "n/a" for m in methods.values())
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
-    assert "hf-prompt-lookup" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "hf-prompt-lookup" in printed and "adaptive / best single (ngram k=4)" in printed
+
+
+def test_best_single_is_the_fastest_single_and_the_adaptive_ratio_to_it():
+    from spec_sdk.bench import best_single
+
+    entries = {"target-only": {"tokens_per_second": 10.0}, "suffix k=4": {"tokens_per_second": 20.0},
+               "suffix k=8": {"tokens_per_second": 25.0}, "cascade a>b k=4": {"tokens_per_second": 40.0},
+               "adaptive": {"tokens_per_second": 24.0}}
+    got = best_single(entries, ["suffix k=4", "suffix k=8", "draft_model k=4"])
+    assert got == {"best_single": "suffix k=8", "adaptive_vs_best_single": pytest.approx(0.96)}
+    assert best_single({k: v for k, v in entries.items() if k != "adaptive"}, ["suffix k=4"]) == {}
