@@ -565,8 +565,11 @@ class AdaptivePolicy:
     def feedback(self, fb: StepFeedback) -> None:
         self._cost.learn(fb, self._requests)
         step_seconds = self._cost.last_step
-        # while some proposer is still to be learned, credit comes in faster (LEARN_BOOST)
-        learning = self._explorer.learning(self._global)
+        # while some proposer is still to be learned, credit comes in faster (LEARN_BOOST); a
+        # step of sleeping requests alone learned nothing (and they sleep only once nothing is
+        # left to learn), and is the step where the policy's time matters most: not asked
+        everyone_slept = len(self._asleep) == fb.batch_size > 0
+        learning = False if everyone_slept else self._explorer.learning(self._global)
         emitted = sum(o.emitted for o in fb.outcomes)
         batch_rate = emitted / max(step_seconds, 1e-9)
         self._explorer.record_rate(fb.batch_size, batch_rate)
@@ -574,6 +577,8 @@ class AdaptivePolicy:
         quiet = self._cost.quiet_step(fb.batch_size)
         saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
         self._explorer.budget.earn(step_seconds, LEARN_BOOST if learning else 1.0, saved)
+        if everyone_slept:
+            return  # nothing was planned, asked or drafted: nothing else to learn from
         self._may_sleep = not learning and bool(self._cost.propose)
         for o in fb.outcomes:
             st = self._requests.get(o.request_id)
