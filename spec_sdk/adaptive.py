@@ -1,7 +1,8 @@
 """AdaptivePolicy: per request and step, the proposer and draft length `k` (0 included) that
 maximise the whole batch's expected tokens per second, from estimates measured online.
 
-What it estimates (spec_sdk.estimators), all exponentially decayed so they follow changes:
+What it estimates (spec_sdk.adaptive_estimates, spec_sdk.adaptive_cost), all exponentially decayed
+so they follow changes:
 - per request and proposer, the acceptance of each draft position, shrunk towards the
   proposer's acceptance over all requests (kept apart for greedy and sampled requests);
 - the target's score time: fixed + per request + per draft token (a request reads its own KV
@@ -50,7 +51,7 @@ A request whose speculation gained it nothing lately sleeps (spec_sdk.adaptive_s
 while the policy plans, asks and explores nothing for it -- deciding costs even where nothing
 is drafted, and where no proposer helps that cost was the whole of the slowdown.
 
-A sampled request's options are weighed with hope (_HOPE): a proposer's first-position
+A sampled request's options are weighed with hope (spec_sdk.adaptive_estimates): a proposer's first-position
 acceptance, pooled over sampled requests, is raised by its standard error, as tokens for every
 draft length alike. Only verified drafts teach acceptance under sampling; without the hope a
 proposer whose first few drafts were unlucky was seldom verified again, however well it pays.
@@ -72,15 +73,13 @@ from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
-from spec_sdk.adaptive_state import CREDIT_STEPS, Calibration, ExploreBudget, RequestState
-from spec_sdk.estimators import Acceptance, expected_tokens, matched_prefix, reach_chances
+from spec_sdk.adaptive_estimates import Estimates, has_chances
+from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, RequestState
+from spec_sdk.estimators import reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import Draft
 
-# Before anything is measured: half of each draft position accepted (the forward's prior:
-# spec_sdk.adaptive_cost).
-_PRIOR_ACCEPT = (0.5,)
 # (a proposer whose call for one request costs at most adaptive_cost.SHADOW_SHARE of a step is asked in the
 # shadow; shadows are asked for a random part of the batch sized to cost about that share)
 # ...and the shadow calls of a step may cost this share of it together: in a big batch the
@@ -106,20 +105,6 @@ _MEASURE_WIDE = 3
 # for good -- 203 of 478 steps of one request carried a one-token draft accepted ~12%, at 0.88x
 # of decoding without drafts
 _MEASURE_FILLS = 4 * _MEASURE_WIDE
-# a request's own acceptance is shrunk towards the pooled one as if this many drafts had gone
-# the pooled way; more under sampling, where acceptance is more the proposer's and the
-# temperature's than the request's, and a few unlucky drafts must not turn a proposer off
-_OWN_STRENGTH = 2.0
-_OWN_STRENGTH_SAMPLED = 16.0
-# requests whose estimates are recomputed per step, in turns (all of them in a smaller batch)
-_REFRESH = 16
-# A sampled request's options are weighed with hope: the pooled first-position acceptance
-# raised by this many standard errors of it. Only a verified draft teaches acceptance under
-# sampling, and a proposer that starts unlucky would otherwise never be verified again (a
-# draft model that pays 30% here went unused for 400 steps after four bad drafts); the hope
-# shrinks as the drafts it makes verify it, and what it costs is the few drafts that do.
-_HOPE = 1.0
-
 
 @attrs.define(eq=False)
 class AdaptivePolicy:
@@ -141,7 +126,8 @@ class AdaptivePolicy:
     seed: int = 0
     _rng: random.Random = attrs.field(init=False)
     _requests: dict[str, RequestState] = attrs.field(init=False, factory=dict)
-    _global: dict[tuple[str, bool], Acceptance] = attrs.field(init=False, factory=dict)
+    # acceptance per request and pooled, and its calibration (spec_sdk.adaptive_estimates)
+    _est: Estimates = attrs.field(init=False)
     _cost: Costs = attrs.field(init=False)  # the forward, the calls, the rest (spec_sdk.adaptive_cost)
     _decisions: dict[str, tuple[str | None, int, float]] = attrs.field(init=False, factory=dict)
     _step: int = attrs.field(init=False, default=0)
@@ -152,8 +138,6 @@ class AdaptivePolicy:
     _decided: int = attrs.field(init=False, default=0)
     _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
     _explorer: Explorer = attrs.field(init=False)  # what to explore, and its budget (spec_sdk.adaptive_explore)
-    # realised over estimated tokens: the winner's curse scaled back (spec_sdk.adaptive_state)
-    _calibration: Calibration = attrs.field(init=False, factory=Calibration)
     # the cheap drafts in hand, judged by their scores (spec_sdk.adaptive_hand)
     _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
     _drafting: set[str] = attrs.field(init=False, factory=set)  # requests whose drafts are in this forward
@@ -186,6 +170,7 @@ class AdaptivePolicy:
         self._rng = random.Random(self.seed)
         self._explorer = Explorer(self.explore, self.retry_after, self._rng, ExploreBudget(self.explore))
         self._cost = Costs(max(ks))
+        self._est = Estimates(self._kmax)
 
     # -- estimates ---------------------------------------------------------------------
 
@@ -194,72 +179,9 @@ class AdaptivePolicy:
         cap = self._lengths.caps.get(name)
         return k if cap is None else min(k, cap)
 
-    def _gains(self, states: Sequence[RequestState], names: Sequence[str]) -> dict[str, list[list[float]]]:
-        """Expected tokens emitted for k = 0..max_k, per proposer and request, calibrated.
-
-        A request's raw estimate is recomputed when it is new and otherwise in turns, about
-        `_REFRESH` requests a step: a big batch's requests change little from one step to the
-        next, and recomputing all of them every step cost more than the decision itself."""
-        priors: dict[tuple[str, bool], list[float]] = {}
-
-        def prior_of(n: str, greedy: bool) -> list[float]:
-            if (n, greedy) not in priors:
-                pooled = self._global.get((n, greedy))
-                k = self._kmax(n)
-                priors[(n, greedy)] = pooled.rates(k, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT) * k
-            return priors[(n, greedy)]
-
-        # at least every other step: one step's outcome moves the decayed estimates little
-        every = max(2, -(-len(states) // _REFRESH))
-        cals = {(n, g): self._calibrations(n, g) for n in names for g in {s.greedy for s in states}}
-        for i, s in enumerate(states):
-            if len(s.expected) < len(names) or (self._step + i) % every == 0:
-                for n in names:
-                    prior = prior_of(n, s.greedy)
-                    own = s.acceptance.get(n)
-                    strength = _OWN_STRENGTH if s.greedy else _OWN_STRENGTH_SAMPLED
-                    s.expected[n] = expected_tokens(own.rates(len(prior), prior, strength) if own is not None else prior)
-                s.calibrated_with = {}
-            for n in names:
-                cal = cals[(n, s.greedy)]
-                old = s.calibrated_with.get(n)
-                # the calibration drifts slowly
-                if old is None or max(abs(x - y) for x, y in zip(old, cal)) > 0.005:
-                    s.calibrated[n] = [1.0 + c * (e - 1.0) for c, e in zip(cal, s.expected[n])]
-                    s.calibrated_with[n] = cal
-        return {n: [s.calibrated[n] for s in states] for n in names}
-
-    def _hoped(self, states: Sequence[RequestState], names: Sequence[str],
-               gains: dict[str, list[list[float]]]) -> dict[str, list[list[float]]]:
-        """`gains` with the sampled requests' raised by the hope in their proposers (_HOPE):
-        what the decisions weigh; the estimates recorded (for the calibration and the report)
-        stay the plain ones."""
-        if all(s.greedy for s in states):
-            return gains
-        hopes: dict[str, list[float]] = {}
-        for n in names:
-            # The first position's doubt, as tokens, for every k alike: whether the proposer
-            # pays at all is what is open; raising deep positions, rarely reached and so the
-            # most in doubt, would send the hope into long drafts, which cost the most.
-            pooled = self._global.get((n, False))
-            rate = pooled.rates(1, _PRIOR_ACCEPT) if pooled is not None else list(_PRIOR_ACCEPT)
-            hope = _HOPE * (pooled or Acceptance()).doubt(rate)[0]
-            hopes[n] = [0.0] + [hope] * self._kmax(n)
-        return {n: [g if s.greedy else [x + h for x, h in zip(g, hopes[n])] for s, g in zip(states, gains[n])]
-                for n in names}
-
     def calibration(self, name: str, greedy: bool = True, k: int | None = None) -> float:
         """Realised over estimated extra tokens of `name`'s verified drafts (Calibration.of)."""
-        return self._calibration.of(name, greedy, k)
-
-    def _calibrations(self, name: str, greedy: bool) -> tuple[float, ...]:
-        if not greedy:
-            # one scale for all lengths: a sampled request's estimates are shrunk hard to the
-            # pooled ones (little winner's curse to undo), and per length, from the few drafts
-            # of each, the scales came out noisy and out of order (k=2 at 0.7, k=3 at 0.95: a
-            # paying draft model's two-token drafts looked worse than a speculator's)
-            return (self._calibration.of(name, greedy),) * (self._kmax(name) + 1)
-        return tuple(self._calibration.of(name, greedy, k) for k in range(self._kmax(name) + 1))
+        return self._est.calibration.of(name, greedy, k)
 
     # -- the policy hooks ------------------------------------------------------------------
 
@@ -273,7 +195,7 @@ class AdaptivePolicy:
             return
         states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
         ex = self._explorer
-        ex.note_batch(names, states, self._global)
+        ex.note_batch(names, states, self._est.pooled)
         for s, r in zip(states, reqs):
             s.shadows, s.asked, s.probe, s.held, s.budgets = (), (), None, {}, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
@@ -298,7 +220,7 @@ class AdaptivePolicy:
         plan = self._plan(len(reqs))  # what draft tokens add to this forward, for pricing explorations
         ex.hopeless = ex.find_hopeless(names, plan, self._kmax)
         explorable = [n for n in names if n not in ex.hopeless]
-        gains = self._gains(states, names)
+        gains = self._est.gains(states, names, self._step)
         choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
         forced: set[int] = set()
         order = list(range(len(reqs)))
@@ -390,7 +312,7 @@ class AdaptivePolicy:
                 c = colds[(i, n)] = self._cold_cost(states[i], n)
             return c
 
-        best_options(lambda: self._plan(len(choice)), choice, forced | asleep, self._hoped(states, names, gains), timed,
+        best_options(lambda: self._plan(len(choice)), choice, forced | asleep, self._est.hoped(states, names, gains), timed,
                      cold)
         for i, (r, s) in enumerate(zip(reqs, states)):
             name, k = choice[i]
@@ -436,14 +358,6 @@ class AdaptivePolicy:
         for s, (name, _) in zip(states, choice):
             if share >= 1.0 or self._rng.random() < share:
                 s.shadows = tuple(n for n in cheap if n != name)
-
-    def _pooled(self, name: str, greedy: bool, k: int) -> list[float] | None:
-        """`name`'s acceptance of positions 0..k-1 over all requests of this kind; None while
-        it rests on fewer than LEARN_DRAFTS drafts."""
-        pooled = self._global.get((name, greedy))
-        if pooled is None or pooled.weight < LEARN_DRAFTS:
-            return None
-        return pooled.rates(k, _PRIOR_ACCEPT)
 
     def _cold_cost(self, state: RequestState, name: str) -> float:
         return self._cost.cold_cost(state, name)
@@ -503,7 +417,7 @@ class AdaptivePolicy:
         # drafted, and the batch stalled without drafts where a fixed suffix k=4 ran 1.2x.
         alone = not (self._drafting - {req.id})
         curve = self._cost.curve(size) if alone else None
-        pooled = lambda n, kk: self._pooled(n, state.greedy, kk)  # noqa: E731
+        pooled = lambda n, kk: self._est.pooled_rates(n, state.greedy, kk, LEARN_DRAFTS)  # noqa: E731
         if not alone:
             once = 0.0
         elif once > 0:
@@ -569,7 +483,7 @@ class AdaptivePolicy:
         # step of sleeping requests alone learned nothing (and they sleep only once nothing is
         # left to learn), and is the step where the policy's time matters most: not asked
         everyone_slept = len(self._asleep) == fb.batch_size > 0
-        learning = False if everyone_slept else self._explorer.learning(self._global)
+        learning = False if everyone_slept else self._explorer.learning(self._est.pooled)
         emitted = sum(o.emitted for o in fb.outcomes)
         batch_rate = emitted / max(step_seconds, 1e-9)
         self._explorer.record_rate(fb.batch_size, batch_rate)
@@ -601,7 +515,7 @@ class AdaptivePolicy:
                     self._estimated += decision[2]
                     self._realised += o.emitted
                 if decision[2] > 0 or explored > 0:
-                    self._calibration.add(decision[0], o.greedy, decision[1], decision[2] or explored,
+                    self._est.calibration.add(decision[0], o.greedy, decision[1], decision[2] or explored,
                                           _expected_emitted(o))
             state = self._requests.get(o.request_id)
             if state is None:
@@ -612,26 +526,19 @@ class AdaptivePolicy:
                 # (a greedy shadow's verified draft is counted once, below, in hindsight: the
                 # same draft, seen as far as the step emitted)
                 asked = decision[1] if decision is not None and decision[0] == o.proposer else 0
-                own = state.acceptance.setdefault(o.proposer, Acceptance())
-                pooled = self._global.setdefault((o.proposer, o.greedy), Acceptance(decay=0.995))
-                if _has_chances(o):  # a sampled chain: the chances, not the one draw of them
-                    own.add_chances(o.token_chances, o.chances, asked)
-                    pooled.add_chances(o.token_chances, o.chances, asked)
-                else:
-                    own.add(o.drafted, o.accepted, asked)
-                    pooled.add(o.drafted, o.accepted, asked)
+                self._est.verified(state, o, asked)
             self._hand.learn(state.held, state.greedy, o.proposer if o.drafted else None, o.drafted, o.accepted,
                              o.tokens)
             for n in state.shadows:
                 if n not in state.held or state.held[n][2]:
                     continue  # no draft, or a sampled one: a match is not acceptance (a timing probe's)
                 draft = state.held[n][0]
-                matched = self._hindsight(state, n, draft, o, self._kmax(n))
+                matched = self._est.hindsight(state, n, draft, o, self._kmax(n))
                 if n == state.probe:
                     self._explored(state, n, len(draft), matched, batch_rate)
             for n in state.asked:
                 if n not in state.held and state.budgets.get(n, 0) > 0:
-                    self._no_draft(state, n, o.greedy)
+                    self._est.no_draft(state, n, o.greedy)
             if state.exploring is not None and state.exploring == o.proposer:
                 self._explored(state, o.proposer, o.drafted, o.accepted, batch_rate)
             if decision is not None and decision[0] is None and not state.retry_at:
@@ -644,27 +551,6 @@ class AdaptivePolicy:
         assert self._cost.score is not None
         extra = self._cost.score.coef[2] * drafted + self._call_cost(name, max(drafted, 1))
         self._explorer.judge(state, name, drafted, accepted, batch_rate, extra)
-
-    def _hindsight(self, state: RequestState, name: str, draft: Sequence[int], o: Outcome, asked: int) -> int:
-        """Score a shadow draft against the emitted tokens (positions past them are unknown);
-        returns how many of its first tokens matched."""
-        if not draft or not o.tokens:
-            return 0
-        seen = min(len(draft), len(o.tokens))
-        matched = matched_prefix(draft, o.tokens)
-        # a short draft that matched all the way ran out at a position the step did reach
-        ran_out = asked if len(draft) < len(o.tokens) else 0
-        state.acceptance.setdefault(name, Acceptance()).add(seen, matched, ran_out)
-        self._global.setdefault((name, o.greedy), Acceptance(decay=0.995)).add(seen, matched, ran_out)
-        return matched
-
-    def _no_draft(self, state: RequestState, name: str, greedy: bool) -> None:
-        """`name` was asked and had no draft: it ran out at the first position, as a short draft
-        runs out past its end (Acceptance.add). Counted from its drafts alone, a proposer that
-        often has none (a suffix tree with no match) was planned as if it always drafted as
-        well as it does when it has a match, over one that always drafts."""
-        state.acceptance.setdefault(name, Acceptance()).add(0, 0, 1)
-        self._global.setdefault((name, greedy), Acceptance(decay=0.995)).add(0, 0, 1)
 
     def forget(self, request_id: str) -> None:
         self._requests.pop(request_id, None)
@@ -686,24 +572,17 @@ class AdaptivePolicy:
             "explorations": self._explorer.explorations,
             "explorations_by_reason": dict(self._explorer.why),  # time (first timed call), learn, retry, random
             "exploration_pace": self._explorer.budget.scale,
-            # pooled over requests, from verified and shadow drafts: P(position j accepted | reached)
-            "acceptance": {f"{n}{'' if greedy else ' (sampled)'}": [round(r, 3) for r in a.rates(4, _PRIOR_ACCEPT)]
-                           for (n, greedy), a in self._global.items()},
-            "calibration": self._calibration.report(),
+            **self._est.report(),  # pooled acceptance by position, the calibration
             # cheap drafts judged in hand: plan's draft kept, another taken, dropped; score calibration
             "in_hand": self._hand.report(),
             **self._cost.report(),
         }
 
 
-def _has_chances(o: Outcome) -> bool:
-    return not o.greedy and o.drafted > 0 and len(o.chances) == len(o.token_chances) == o.drafted
-
-
 def _expected_emitted(o: Outcome) -> float:
     """The tokens the step was to be expected to emit: for a sampled chain, one plus the chance
     of each draft token to be accepted with all before it (Verdict's chances, rather than the
     one draw of them); else what it emitted."""
-    if o.proposer is None or not _has_chances(o) or o.emitted != o.accepted + 1:  # none, or cut at a stop
+    if o.proposer is None or not has_chances(o) or o.emitted != o.accepted + 1:  # none, or cut at a stop
         return float(o.emitted)
     return 1.0 + sum(reach_chances(o.token_chances)[1:])

@@ -238,12 +238,12 @@ def test_sampled_requests_are_calibrated_with_one_scale_for_all_draft_lengths() 
     pol = AdaptivePolicy(proposers=["m"], max_k=4)
     for i in range(40):  # k=2 drafts came true, k=3 drafts fell short
         k, emitted = (2, 3) if i % 2 else (3, 1)
-        pol._calibration.add("m", False, k, 3.0, emitted)
-        pol._calibration.add("m", True, k, 3.0, emitted)
+        pol._est.calibration.add("m", False, k, 3.0, emitted)
+        pol._est.calibration.add("m", True, k, 3.0, emitted)
     assert pol.calibration("m", False, 2) > pol.calibration("m", False, 3) + 0.15  # as recorded
-    sampled = pol._calibrations("m", False)
+    sampled = pol._est.calibrations("m", False)
     assert len(set(sampled)) == 1 and sampled[0] == pytest.approx(pol.calibration("m", False))
-    greedy = pol._calibrations("m", True)
+    greedy = pol._est.calibrations("m", True)
     assert greedy[2] > greedy[3] + 0.15  # greedy requests keep theirs per length
 
 
@@ -390,7 +390,7 @@ def test_a_dear_proposer_is_tried_until_its_acceptance_for_sampled_requests_is_k
         # -- 4% below at k=4 -- and a try is charged its expected net cost, so a run whose first
         # draws were lucky tries it more: 51 at most over these seeds, ~2 steps' worth lost)
         assert _LEARN_DRAFTS <= tries <= 60
-        assert policy._global[("dear", False)].weight >= _LEARN_DRAFTS
+        assert policy._est.pooled[("dear", False)].weight >= _LEARN_DRAFTS
         first.append(policy.report()["acceptance"]["dear (sampled)"][0])
     assert sum(first) / len(first) < 0.45  # learned: away from the prior's 0.5, towards 0.3
 
@@ -825,7 +825,7 @@ def test_a_proposer_that_often_has_no_draft_is_planned_for_what_it_yields() -> N
     policy = AdaptivePolicy(max_k=4, explore=0.02)
     d = _simulate(policy, {"spotty": 1.0, "steady": 0.6}, (0.002, 0.001, 0.0002), {"spotty": 1e-6, "steady": 1e-6},
                   batch=4, steps=300, present={"spotty": 0.33})
-    first = {n: policy._global[(n, True)].rates(1, (0.5,))[0] for n in ("spotty", "steady")}
+    first = {n: policy._est.pooled[(n, True)].rates(1, (0.5,))[0] for n in ("spotty", "steady")}
     assert first["spotty"] == pytest.approx(0.33, abs=0.1)
     assert first["steady"] == pytest.approx(0.6, abs=0.1)
     # a step with the spotty draft in hand takes it (all of it is accepted); the others the steady one
@@ -843,7 +843,7 @@ def test_a_shadow_draft_that_is_verified_is_counted_once() -> None:
     assert state.shadows == ("s",) and decisions[("s", 2)] == 1  # the last step verified the shadow's draft
     # one draft a step since the first (where nothing was asked), each counted once, aged as it went
     assert state.acceptance["s"].tried[0] == pytest.approx(1 + 0.97)
-    assert policy._global[("s", True)].tried[0] == pytest.approx(1 + 0.995)
+    assert policy._est.pooled[("s", True)].tried[0] == pytest.approx(1 + 0.995)
 
 
 @pytest.mark.parametrize("seed", range(2))
