@@ -32,7 +32,12 @@ def plot_workload_report(report: Mapping[str, Any], path: str | Path) -> Path:
     run_keys = list(dict.fromkeys(k for w in report["workloads"].values() for k in w["runs"]))
     methods = _method_names(report)
     width = 0.8 / max(1, len(methods))
-    fig, axes = plt.subplots(len(METRICS), len(run_keys), figsize=(4.5 * len(run_keys) + 1.5, 7), squeeze=False)
+    # the legend gets room of its own below the panels: with every proposer, the sweep and the
+    # cascades it is 40-odd long names, which overlapped the panels in a fixed 6% strip
+    ncol = min(len(methods), 6 if max(map(len, methods), default=0) <= 20 else 3)
+    legend_in = 0.19 * -(-len(methods) // max(ncol, 1)) + 0.3
+    height = 7 + legend_in
+    fig, axes = plt.subplots(len(METRICS), len(run_keys), figsize=(4.5 * len(run_keys) + 1.5, height), squeeze=False)
     for col, rkey in enumerate(run_keys):
         for row, (metric, label) in enumerate(METRICS):
             ax = axes[row][col]
@@ -49,8 +54,8 @@ def plot_workload_report(report: Mapping[str, Any], path: str | Path) -> Path:
             ax.set_title(f"{label.split(' (')[0]}, {rkey}" + (" (greedy)" if rkey == "t=0" else ""))
             ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 6), frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, fontsize="small")
+    fig.tight_layout(rect=(0, legend_in / height, 1, 1))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
