@@ -250,8 +250,10 @@ def test_sampled_requests_are_calibrated_with_one_scale_for_all_draft_lengths() 
 # -- decisions on measured costs ----------------------------------------------------------
 
 
-def _view(rid: str, greedy: bool = True) -> RequestView:
+def _view(rid: str, greedy: bool = True, room: int | None = None) -> RequestView:
     params = SamplingParams() if greedy else SamplingParams(temperature=1.0)
+    if room is not None:
+        params = attrs.evolve(params, max_new_tokens=room)
     return RequestView(rid, [1, 2, 3], 3, params, SpecStats())
 
 
@@ -259,7 +261,8 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
               propose: dict[str, float | tuple[float, float]], batch: int = 1, steps: int = 300, seed: int = 0,
               greedy: bool = True, strong: float = 0.0, noise: float = 0.0,
               lengths: dict[str, int] | None = None,
-              present: dict[str, float] | None = None) -> Counter[tuple[str | None, int]]:
+              present: dict[str, float] | None = None,
+              room: int | None = None) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call (or (per call, per token of the largest budget asked)), and its draft follows the text each position with
@@ -269,11 +272,12 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
     seconds off by up to this share, either way (a real machine's steps are). `lengths`: a
     proposer's drafts are at most this long, whatever it is asked for (a speculator's heads).
     `present`: the share of calls on which a proposer has a draft at all (a suffix tree finds a
-    match); the other calls return None."""
+    match); the other calls return None. `room`: the tokens each request may still emit; budgets
+    are clipped to it less the target's own token, as the engine clips them."""
     import random
 
     rng = random.Random(seed)
-    views = [_view(f"r{i}", greedy) for i in range(batch)]
+    views = [_view(f"r{i}", greedy, room) for i in range(batch)]
     decisions: Counter[tuple[str | None, int]] = Counter()
     for _ in range(steps):
         policy.begin_step(views, Load(batch), list(accept))
@@ -298,6 +302,8 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
             drafts: dict[str, Draft | None] = {}
             picked = None
             for n, k in policy.plan(v, Load(batch)).items():
+                if room is not None:
+                    k = min(k, room - 1)
                 drafts[n] = draft(n, k)
                 m, kmax = asked.get(n, (0, 0))
                 asked[n] = (m + 1, max(kmax, k))
@@ -831,6 +837,19 @@ def test_a_proposer_that_often_has_no_draft_is_planned_for_what_it_yields() -> N
     # a step with the spotty draft in hand takes it (all of it is accepted); the others the steady one
     assert d[("spotty", 4)] > 0.25 * 4 * 300
     assert sum(c for (n, _), c in d.items() if n == "steady") > 0.5 * 4 * 300
+
+
+def test_a_draft_cut_short_by_the_room_left_is_not_a_rejection() -> None:
+    """Near a request's end the engine clips every budget to the room left: a proposer asked for
+    4 drafts 1 token, and the step can emit 2 at most. Its drafts here are always right; the
+    position past the room was never asked for, so it must not count as reached and rejected
+    (that would pull the second position's estimate towards 0 once or twice per request)."""
+    for greedy in (True, False):
+        policy = AdaptivePolicy(max_k=4, explore=0.02)
+        _simulate(policy, {"p": 1.0}, (0.002, 0.001, 0.0002), {"p": 1e-6}, batch=2, steps=200, room=2, greedy=greedy)
+        pooled = policy._est.pooled[("p", greedy)]
+        assert pooled.rates(1, (0.5,), strength=0.0) == [pytest.approx(1.0)]
+        assert len(pooled.tried) < 2 or pooled.tried[1] < 1e-9
 
 
 def test_a_shadow_draft_that_is_verified_is_counted_once() -> None:
