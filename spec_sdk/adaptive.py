@@ -74,7 +74,7 @@ from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
 from spec_sdk.adaptive_estimates import Estimates, has_chances
-from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, RequestState
+from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, RequestState, asked_within
 from spec_sdk.estimators import reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
@@ -525,15 +525,18 @@ class AdaptivePolicy:
             if o.proposer is not None and o.drafted and not in_hindsight:
                 # (a greedy shadow's verified draft is counted once, below, in hindsight: the
                 # same draft, seen as far as the step emitted)
+                # (what the engine really asked for: a draft cut short by the room left near a
+                # request's end did not run out, and counted so it was a rejection that never
+                # happened, at the positions that decide between k=3 and k=4)
                 asked = decision[1] if decision is not None and decision[0] == o.proposer else 0
-                self._est.verified(state, o, self._clipped(state, asked))
+                self._est.verified(state, o, asked_within(asked, state.room))
             self._hand.learn(state.held, state.greedy, o.proposer if o.drafted else None, o.drafted, o.accepted,
                              o.tokens)
             for n in state.shadows:
                 if n not in state.held or state.held[n][2]:
                     continue  # no draft, or a sampled one: a match is not acceptance (a timing probe's)
                 draft = state.held[n][0]
-                matched = self._est.hindsight(state, n, draft, o, self._clipped(state, self._kmax(n)))
+                matched = self._est.hindsight(state, n, draft, o, asked_within(self._kmax(n), state.room))
                 if n == state.probe:
                     self._explored(state, n, len(draft), matched, batch_rate)
             for n in state.asked:
@@ -551,15 +554,6 @@ class AdaptivePolicy:
         assert self._cost.score is not None
         extra = self._cost.score.coef[2] * drafted + self._call_cost(name, max(drafted, 1))
         self._explorer.judge(state, name, drafted, accepted, batch_rate, extra)
-
-    @staticmethod
-    def _clipped(state: RequestState, asked: int) -> int:
-        """What a proposer asked for `asked` tokens was really asked for: the engine clips a
-        budget to the room the request has left, less the target's own token. Near a request's
-        end a draft shorter than the plan's k ran out of room, not of guesses; counted as running
-        out, it was a rejection that never happened, once or twice a request, at the positions
-        that decide between k=3 and k=4."""
-        return max(0, min(asked, state.room - 1))
 
     def forget(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
+from spec_sdk.adaptive_state import asked_within
 from spec_sdk.types import Draft
 
 FIXED_DRAFTS = 8
@@ -28,7 +29,7 @@ class DraftLengths:
         """Drafts for one request, each asked for `budgets[name]` tokens with `room` left
         (the engine clips a budget to the room, less the target's own token)."""
         for n, d in drafts.items():
-            asked = min(budgets.get(n, 0), room - 1)
+            asked = asked_within(budgets.get(n, 0), room)
             if d is None or asked <= 0:
                 continue
             length, run = self.runs.get(n, (0, 0))

@@ -24,6 +24,14 @@ MIN_EXPLORE_SCALE = 1.0 / 16
 FLOOR_SHARE = 0.25
 
 
+def asked_within(asked: int, room: int) -> int:
+    """What a proposer given a budget of `asked` tokens is really asked for, with `room` tokens
+    left to the request: the engine clips a budget to the room less the target's own token
+    (spec_sdk.step). A draft shorter than the plan's k near a request's end ran out of room, not
+    of guesses."""
+    return max(0, min(asked, room - 1))
+
+
 @attrs.define
 class RequestState:
     greedy: bool
