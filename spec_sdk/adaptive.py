@@ -45,7 +45,8 @@ one that does not fit tries a one-token draft. A request whose drafts stopped pa
 retries each proposer after `retry_after` steps, the wait doubling after each retry that gets
 nothing accepted. And every `probe_every` steps the whole batch runs one step without drafts:
 when the batch size and the chosen draft lengths barely change, the cost of a draft token
-cannot be told from the fixed cost of a step without such a probe.
+cannot be told from the fixed cost of a step without such a probe (probes that find the
+forward's cost where the fit had it come further apart, up to 8x: spec_sdk.adaptive_state).
 
 A request whose speculation gained it nothing lately sleeps (spec_sdk.adaptive_sleep): for a
 while the policy plans, asks and explores nothing for it -- deciding costs even where nothing
@@ -74,7 +75,7 @@ from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
 from spec_sdk.adaptive_estimates import Estimates, has_chances
-from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, RequestState, asked_within
+from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, ProbeSchedule, RequestState, asked_within
 from spec_sdk.estimators import reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
@@ -156,6 +157,8 @@ class AdaptivePolicy:
     _may_sleep: bool = attrs.field(init=False, default=False)  # nothing is still to be learned
     _request_steps: int = attrs.field(init=False, default=0)
     _slept: int = attrs.field(init=False, default=0)  # request-steps asleep
+    _probes: ProbeSchedule = attrs.field(init=False)
+    _probing: bool = attrs.field(init=False, default=False)  # this step is a probe
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -171,6 +174,7 @@ class AdaptivePolicy:
         self._explorer = Explorer(self.explore, self.retry_after, self._rng, ExploreBudget(self.explore))
         self._cost = Costs(max(ks))
         self._est = Estimates(self._kmax)
+        self._probes = ProbeSchedule(self.probe_every)
 
     # -- estimates ---------------------------------------------------------------------
 
@@ -189,7 +193,7 @@ class AdaptivePolicy:
         self._step += 1
         names = [n for n in (self.proposers if self.proposers is not None else proposers) if n in proposers]
         self._decisions, self._measure_left = {}, 0
-        self._drafting, self._batch, self._asleep = set(), len(reqs), set()
+        self._drafting, self._batch, self._asleep, self._probing = set(), len(reqs), set(), False
         self._takers, self._worth_taking = 0.5 * self._takers + 0.5 * self._worth_taking, 0
         if not names or not reqs:
             return
@@ -211,7 +215,8 @@ class AdaptivePolicy:
             return
         if self._cost.score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
-        if self.probe_every and self._step % self.probe_every == 0:
+        if self._probes.due(self._step):
+            self._probing = True
             return  # a probe: every request at k = 0 (no decisions means no drafts)
         if self._lengths.changed:  # a cap on k changed: every request's estimates are recomputed
             for s in self._requests.values():
@@ -477,6 +482,8 @@ class AdaptivePolicy:
         return cut if cut is chosen or cut.source == pick else attrs.evolve(cut, source=pick)
 
     def feedback(self, fb: StepFeedback) -> None:
+        if self._probing and self._cost.score is not None and fb.draft_tokens == 0:
+            self._probes.judge(self._step, self._cost.score.predict(fb.batch_size, 0), fb.score_seconds)
         self._cost.learn(fb, self._requests)
         step_seconds = self._cost.last_step
         # while some proposer is still to be learned, credit comes in faster (LEARN_BOOST); a

@@ -94,12 +94,16 @@ class Estimates:
             # The first position's doubt, as tokens, for every k alike: whether the proposer
             # pays at all is what is open; raising deep positions, rarely reached and so the
             # most in doubt, would send the hope into long drafts, which cost the most.
-            pooled = self.pooled.get((n, False))
-            rate = pooled.rates(1, PRIOR_ACCEPT) if pooled is not None else list(PRIOR_ACCEPT)
-            hope = _HOPE * (pooled or Acceptance()).doubt(rate)[0]
-            hopes[n] = [0.0] + [hope] * self.kmax(n)
+            hopes[n] = [0.0] + [_HOPE * self.doubt(n, False)] * self.kmax(n)
         return {n: [g if s.greedy else [x + h for x, h in zip(g, hopes[n])] for s, g in zip(states, gains[n])]
                 for n in names}
+
+    def doubt(self, name: str, greedy: bool) -> float:
+        """The standard error of `name`'s pooled first-position acceptance for this kind of
+        request (greedy, sampled): how open whether it pays at all still is."""
+        pooled = self.pooled.get((name, greedy))
+        rate = pooled.rates(1, PRIOR_ACCEPT) if pooled is not None else list(PRIOR_ACCEPT)
+        return (pooled or Acceptance()).doubt(rate)[0]
 
     def calibrations(self, name: str, greedy: bool) -> tuple[float, ...]:
         """The calibration's scale for each draft length 0..kmax of `name`."""

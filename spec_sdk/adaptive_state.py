@@ -22,6 +22,10 @@ CREDIT_STEPS = 4.0
 MIN_EXPLORE_SCALE = 1.0 / 16
 # once learned, a step earns credit on this share of its time besides the time it saved
 FLOOR_SHARE = 0.25
+# probes come at most this many times `probe_every` apart (ProbeSchedule)
+PROBE_STRETCH = 8
+# a probe's forward within this share of the fit's prediction agreed with it
+PROBE_AGREES = 0.1
 
 
 def asked_within(asked: int, room: int) -> int:
@@ -146,3 +150,29 @@ class Calibration:
         return {f"{key[0]}{'' if key[1] else ' (sampled)'}{f' k={key[2]}' if len(key) > 2 else ''}":
                 round(self.of(*key), 3) for key in sorted(self.est, key=str)}
 
+
+
+@attrs.define
+class ProbeSchedule:
+    """When the whole batch next decodes without drafts (a probe; see AdaptivePolicy).
+
+    A probe that finds the forward costing what the fit predicted stretches the gap to the
+    next one, doubling up to PROBE_STRETCH times `every`; one that does not brings it back to
+    `every`. At one request a probe gives up a step's accepted tokens (1.5 of 2.5 under
+    sampling): one every 64 steps was about 1% of a run whose forward's cost did not move."""
+
+    every: int
+    gap: int = 0
+    next_at: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.gap = self.next_at = self.every
+
+    def due(self, step: int) -> bool:
+        return self.every > 0 and step >= self.next_at
+
+    def judge(self, step: int, predicted: float, measured: float) -> None:
+        """The probe of `step` took `measured` seconds where the fit said `predicted`."""
+        agrees = abs(measured - predicted) <= PROBE_AGREES * predicted
+        self.gap = min(self.gap * 2, PROBE_STRETCH * self.every) if agrees else self.every
+        self.next_at = step + self.gap
