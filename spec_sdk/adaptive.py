@@ -75,7 +75,8 @@ from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
 from spec_sdk.adaptive_estimates import Estimates, has_chances
-from spec_sdk.adaptive_state import CREDIT_STEPS, ExploreBudget, ProbeSchedule, RequestState, asked_within
+from spec_sdk.adaptive_state import ExploreBudget, ProbeSchedule, RequestState, asked_within
+from spec_sdk.adaptive_trying import explorations
 from spec_sdk.estimators import reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
 from spec_sdk.proposers.base import RequestView
@@ -87,9 +88,6 @@ from spec_sdk.types import Draft
 # drafts in hand are how speculation pays at all (the average draft does not, a strong match
 # does), and at 1% only a third of a 64-request batch had any
 _SHADOW_BUDGET = 0.03
-# explorations verify (their drafts enter the forward) until this many forwards with drafts
-# were timed: fewer cannot tell what a draft token costs from the noise of one step
-_MEASURE_DRAFTS = 8
 # Until this many forwards had two draft tokens or more, at least one for every other request
 # (ScoreFit.wide_steps), cheap drafts in hand fill a forward up to that many tokens (at most 4
 # from one request), whatever their worth. Explorations alone put a token or two in a forward
@@ -226,87 +224,10 @@ class AdaptivePolicy:
         ex.hopeless = ex.find_hopeless(names, plan, self._kmax)
         explorable = [n for n in names if n not in ex.hopeless]
         gains = self._est.gains(states, names, self._step)
-        choice: list[tuple[str | None, int]] = [(None, 0)] * len(reqs)
-        forced: set[int] = set()
         order = list(range(len(reqs)))
         self._rng.shuffle(order)
-        quiet_rate = len(reqs) / max(plan.base, 1e-9)  # the batch's tokens per second without drafts
-        drafted = 0  # draft tokens the explorations put in the forward so far
-        used: set[str] = set()  # proposers some explorer already pays the call of
-        unaffordable: set[str] = set()  # untimed proposers too dear this step: others get a turn
-        # A proposer's first call for a request is cold (fills its cache) and times nothing
-        # typical: an untimed proposer is asked again for a request it is warm for, first; and
-        # so is a dear one still to be learned (a draft model's warm try costs a fifth of a cold one)
-        untimed = set(names) - set(self._cost.propose)
-        learnable = untimed | {n for n, _ in ex.unlearned if n in explorable and self._cost.dear(n, self._kmax(n))}
-        for i in sorted(order, key=lambda i: not learnable & states[i].warm):
-            states[i].exploring = None
-            if i in asleep:
-                continue
-            pick = ex.pick(states[i], explorable, used | unaffordable, self._step, self._cost, self._kmax)
-            if pick is None:
-                continue
-            name, k = pick
-            # A greedy request explores in the shadow: the draft is asked for and scored in
-            # hindsight, never verified -- for greedy decoding the same knowledge, without the
-            # draft tokens in the forward. A sampled one must verify: acceptance there is not a match.
-            # ...unless the cost of a draft token was never measured: only a verified draft can.
-            # A first timed call teaches its cost only: in the shadow for a sampled request too.
-            shadow = ((states[i].greedy or states[i].why == "time")
-                      and self._cost.score.drafted_steps >= _MEASURE_DRAFTS)
-            cost = (0.0 if name in used else self._call_cost(name, k))
-            # a first call's cache fill is an investment the request keeps if the proposer pays:
-            # spread like a decision's when a sampled request learns a proposer (it can learn a
-            # model proposer only by verifying, and paying its prompt's prefill in full kept it
-            # from ever trying); anything else pays it whole -- a greedy request's try is in the
-            # shadow and keeps nothing unless the proposer is then chosen (charged a sixteenth,
-            # the draft model's tries and probes took 3-8% of a 16-request run, over budget)
-            learning = states[i].why in ("time", "learn") and not states[i].greedy
-            cost += self._cost.cold_cost(states[i], name, spread=learning)
-
-            def charge(kk: int) -> float:
-                """What verifying kk tokens is expected to cost: the call, what the tokens add to
-                the forward (the first draft in it makes it a forward with drafts), less what
-                their expected accepted tokens are worth at the batch's rate -- an option near
-                break-even costs little to try (a retry can then find out that it pays); never
-                less than a twentieth of its cost."""
-                if shadow:
-                    return cost
-                full = cost + plan.draft_seconds(drafted + kk) - plan.draft_seconds(drafted)
-                worth = max(gains[name][i][kk] - 1.0, 0.0) / quiet_rate if states[i].why != "time" else 0.0
-                net = max(full - worth, 0.05 * full)
-                if states[i].timing:
-                    # before a draft token's cost was measured it is priced like a request's (the
-                    # pessimistic prior), which may exceed any credit: what a full budget affords
-                    net = min(net, 0.75 * CREDIT_STEPS * self._cost.last_step)
-                return net
-
-            if not shadow and not states[i].timing and charge(k) > ex.budget.credit:
-                # a one-token draft still measures and learns, for less; but not a proposer's
-                # first timed calls: the prior of its call cost scales from their budget, and
-                # one token's call would price every further token as most of a whole call
-                k = 1
-                pick = (name, k)
-            if not ex.budget.afford(charge(k)):
-                states[i].exploring = None
-                if states[i].timing:
-                    unaffordable.add(name)
-                continue  # not affordable now; a due retry stays due
-            used.add(name)
-            # what was afforded is a try: a learning try that did not fit is not one
-            ex.why[states[i].why] += 1
-            if states[i].timing:
-                ex.tries[(name, states[i].greedy)] += 1
-            if states[i].why == "retry":
-                states[i].retries += 1
-            if shadow:
-                states[i].probe = name
-            else:
-                choice[i] = pick
-                forced.add(i)
-                drafted += k
-            if states[i].retry_at and self._step >= states[i].retry_at:
-                states[i].retry_at = 0
+        choice, forced = explorations(ex, self._cost, states, asleep, order, names, explorable, gains, plan,
+                                      self._step, self._kmax)
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
         timed = [n for n in names if n in self._cost.propose]
         colds: dict[tuple[int, str], float] = {}  # asked in both rounds of the ascent; fixed for the step
