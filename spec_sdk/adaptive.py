@@ -157,6 +157,8 @@ class AdaptivePolicy:
     _slept: int = attrs.field(init=False, default=0)  # request-steps asleep
     _probes: ProbeSchedule = attrs.field(init=False)
     _probing: bool = attrs.field(init=False, default=False)  # this step is a probe
+    _max_ks: dict[str, int] | None = attrs.field(init=False, default=None)  # max_k, if per proposer
+    _max_k: int = attrs.field(init=False, default=8)  # ...else max_k
 
     def __attrs_post_init__(self) -> None:
         if not 0.0 <= self.explore <= 1.0:
@@ -173,11 +175,14 @@ class AdaptivePolicy:
         self._cost = Costs(max(ks))
         self._est = Estimates(self._kmax)
         self._probes = ProbeSchedule(self.probe_every)
+        self._max_ks = dict(self.max_k) if isinstance(self.max_k, Mapping) else None
+        self._max_k = self.max_k if isinstance(self.max_k, int) else 8
 
     # -- estimates ---------------------------------------------------------------------
 
     def _kmax(self, name: str) -> int:
-        k = self.max_k.get(name, 8) if isinstance(self.max_k, Mapping) else self.max_k
+        # (asked tens of times a step: the type test once, in __attrs_post_init__)
+        k = self._max_ks.get(name, 8) if self._max_ks is not None else self._max_k
         cap = self._lengths.caps.get(name)
         return k if cap is None else min(k, cap)
 

@@ -52,6 +52,8 @@ class Costs:
     # ScoreFit.draft_curve for the batch size it was made for, until the next learn
     _curve: list[float] | None = None
     _curve_size: int = 0
+    # each proposer's fitted coefficients, until the next learn: a step makes three plans
+    _coefs: dict[str, tuple[float, ...]] | None = None
 
     def call_cost(self, name: str, kmax: int) -> float:
         """Estimated seconds of one warm call of `name` for one request at budget `kmax` (a
@@ -123,8 +125,9 @@ class Costs:
         if self._curve is None or len(self._curve) < 2 or self._curve_size != size:
             # the longest draft for every request, at most: what a plan can reach
             self._curve, self._curve_size = self.score.draft_curve(size, size * self.longest), size
-        return BatchPlan(self.score.coef, self.other or 0.0, {n: m.coef for n, m in self.propose.items()}, size,
-                         self._curve)
+        if self._coefs is None:
+            self._coefs = {n: m.coef for n, m in self.propose.items()}
+        return BatchPlan(self.score.coef, self.other or 0.0, self._coefs, size, self._curve)
 
     def quiet_step(self, size: int) -> float:
         """Predicted seconds of a step of `size` requests without drafts."""
@@ -133,7 +136,7 @@ class Costs:
 
     def learn(self, fb: StepFeedback, requests: Mapping[str, RequestState]) -> None:
         """One step's measurements: the forward, the step's other work, each proposer's call."""
-        self._calls, self._curve = {}, None
+        self._calls, self._curve, self._coefs = {}, None, None
         self.last_step = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
         if self.score is None:
             base = max(fb.score_seconds, 1e-6)

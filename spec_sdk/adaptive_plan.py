@@ -12,7 +12,8 @@ class BatchPlan:
     """A batch's planned tokens, draft tokens and per-proposer budgets, for quick what-ifs.
     Costs are the fitted coefficients as plain floats: no tensor work in the inner loop."""
 
-    __slots__ = ("base", "base_size", "per_token", "first_draft", "curve", "once", "propose", "tokens", "drafted", "ks")
+    __slots__ = ("base", "base_size", "per_token", "first_draft", "curve", "once", "propose", "tokens", "drafted", "ks",
+                 "_full")
 
     def __init__(self, score: tuple[float, float, float, float], other: float,
                  propose: Mapping[str, tuple[float, ...]], size: int,
@@ -29,6 +30,7 @@ class BatchPlan:
         self.tokens = 0.0
         self.drafted = 0
         self.ks: dict[str, Counter[int]] = {}
+        self._full: list[float] = []  # best_case_rate's draft_seconds(size * k) for k = 1.., the same for every proposer
 
     def draft_seconds(self, drafted: int) -> float:
         """What `drafted` draft tokens add to the forward."""
@@ -94,11 +96,15 @@ class BatchPlan:
         if coef is None:
             return None
         size = self.base_size
+        full = self._full if self.once else []  # (kept only for the plan as made: once counts)
+        while len(full) < kmax:
+            full.append(self.draft_seconds(size * (len(full) + 1)))
         best = 0.0
+        fixed = self.base + coef[0] + coef[1] * size
         for k in range(1, kmax + 1):
-            seconds = self.base + self.draft_seconds(size * k) + coef[0] + coef[1] * size + coef[2] * k
-            if seconds > 0:
-                best = max(best, size * (k + 1) / seconds)
+            seconds = fixed + full[k - 1] + coef[2] * k
+            if seconds > 0 and size * (k + 1) / seconds > best:
+                best = size * (k + 1) / seconds
         return best
 
     def draft_row(self, upto: int) -> list[float]:
