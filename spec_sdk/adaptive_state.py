@@ -151,7 +151,6 @@ class Calibration:
                 round(self.of(*key), 3) for key in sorted(self.est, key=str)}
 
 
-
 @attrs.define
 class ProbeSchedule:
     """When the whole batch next decodes without drafts (a probe; see AdaptivePolicy).
