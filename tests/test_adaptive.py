@@ -183,6 +183,28 @@ def test_the_plan_prices_drafts_by_the_measured_curve() -> None:
     assert plan.draft_seconds(2) == 0.0 and plan.draft_seconds(4) == 0.0
 
 
+def test_the_draft_length_is_chosen_with_the_once_per_forward_cost_in() -> None:
+    """Whether to draft is weighed without the once-per-forward cost (a batch's drafts share
+    it); which length, with it: a drafting forward pays it whatever the length, and left out it
+    is fixed time missing from every length's seconds, which favours short drafts. Here (10 ms
+    a step, 4 ms once, 1.5 ms a draft token, 75% a position) the best length is 5 with it and 4
+    without."""
+    from spec_sdk.adaptive_plan import BatchPlan, best_options
+
+    score = (0.0, 0.010, 0.0005, 0.004)
+    propose = {"m": (0.0003, 0.0, 0.001, 0.0)}
+    tokens = [sum(0.75 ** j for j in range(k + 1)) for k in range(9)]
+
+    def true_rate(k: int) -> float:
+        return tokens[k] / (0.010 + 0.0003 + 0.0015 * k + 0.004)
+
+    assert max(range(1, 9), key=true_rate) == 5
+    assert max(range(1, 9), key=lambda k: tokens[k] / (0.010 + 0.0003 + 0.0015 * k)) == 4
+    choice: list[tuple[str | None, int]] = [(None, 0)]
+    best_options(lambda: BatchPlan(score, 0.0, propose, 1), choice, set(), {"m": [tokens]}, ["m"], lambda i, n: 0.0)
+    assert choice == [("m", 5)]
+
+
 def test_a_proposer_asked_after_a_pause_is_priced_for_what_it_missed() -> None:
     """A draft model asked again after steps without it first reads the tokens it missed; the
     call-cost fit learns that per token behind, and the plan charges it to that request."""
@@ -883,7 +905,7 @@ def test_a_proposer_that_could_not_pay_even_if_every_draft_were_accepted_is_not_
     assert verified <= 3
     monkeypatch.setattr(Explorer, "find_hopeless", lambda self, names, plan, kmax: set())
     _, unbounded = run()
-    assert unbounded >= 2 * verified + 4
+    assert unbounded >= 3 * max(verified, 1)  # (2 against 7-9 over seeds 0-3)
 
 
 def test_a_proposer_that_drafts_fewer_tokens_than_asked_is_planned_for_what_it_drafts() -> None:
