@@ -27,8 +27,10 @@ Nothing is assumed to be free. The first step decodes without drafts (it measure
 until the data say otherwise a draft token is priced like a request, as if the forward were
 compute-bound (the pessimistic end: speculation has to prove it pays), and a proposer is a
 candidate only once one of its calls has been timed. The fixed cost of a forward with drafts
-(ScoreFit's `e`) is left out of the per-request ascent -- no one request's draft may pay it
-where the batch's drafts together do -- and weighed against nobody speculating at the end.
+(ScoreFit's `e`) is left out of the per-request ascent's choice of whether to draft -- no one
+request's draft may pay it where the batch's drafts together do -- but not of which draft (it
+is paid whatever the length; spec_sdk.adaptive_plan.best_options), and is weighed against
+nobody speculating at the end.
 
 A greedy request explores in the shadow too: the proposer's draft is asked for and scored in
 hindsight, never verified -- for greedy decoding that is the same knowledge, without the draft
