@@ -167,7 +167,12 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
             # a token can add here, so if that ratio does not beat the batch's rate, no draft
             # of this request does.
             first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
-            row = batch.draft_row(longest) if first > 0 else []
+            # what 0..longest more draft tokens add, with the once-cost (which draft) and without
+            # it (whether to draft): the same draft_seconds either way, e taken off or not
+            batch.once = True
+            row_once = batch.draft_row(longest) if first > 0 else []
+            batch.once = False
+            row = [max(t - batch.first_draft, 0.0) if t > 0 else 0.0 for t in row_once]
             # the least average seconds a draft token adds on top of the batch's drafts
             cheapest = min(((row[d] - row[0]) / d for d in range(1, longest + 1)), default=0.0) if row else 0.0
             if first > 0 and (cheapest <= 0 or first > cheapest * best_rate):
@@ -177,16 +182,13 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
                 # drafts -- at one request on a CPU (2 ms once, a 16 ms step) a draft model
                 # sampling at 0.72 a position was kept at k=3, its k=4 and 5 priced 2-3% behind
                 # where with the once-cost in they were 1% ahead.
-                batch.once = True
-                row_once = batch.draft_row(longest)
-                batch.once = False
                 pick = None  # the best draft with the once-cost in
                 for n in names:
                     kk, rate_once = batch.best_k(n, gains[n][i], others, others_total, cold(i, n), row_once)
-                    if kk == 0:
+                    if kk == 0 or (pick is not None and rate_once <= pick[0] * (1 + 1e-9)):
                         continue
                     rate = batch.rate_with(n, kk, gains[n][i][kk], others, others_total, cold(i, n))
-                    if rate > best_rate * (1 + 1e-9) and (pick is None or rate_once > pick[0] * (1 + 1e-9)):
+                    if rate > best_rate * (1 + 1e-9):
                         pick = (rate_once, n, kk)
                 if pick is not None:
                     best = (pick[1], pick[2])
