@@ -43,7 +43,11 @@ class BatchPlan:
             t = curve[drafted]
         else:
             t = curve[-1] + self.per_token * (drafted - len(curve) + 1)
-        return t if self.once else max(t - self.first_draft, 0.0)
+        return t if self.once else self._less_once(t)
+
+    def _less_once(self, seconds: float) -> float:
+        """Seconds of drafts with the once-per-forward cost taken off (never below 0)."""
+        return max(seconds - self.first_draft, 0.0)
 
     def add(self, name: str | None, k: int, gain: float, remove: bool = False) -> None:
         self.tokens += gain
@@ -112,6 +116,13 @@ class BatchPlan:
         same for every proposer a request weighs, so computed once per request."""
         return [self.draft_seconds(self.drafted + kk) for kk in range(upto + 1)]
 
+    def draft_rows(self, upto: int) -> tuple[list[float], list[float]]:
+        """draft_row with the once-per-forward cost in and without it, from one pass."""
+        once, self.once = self.once, True
+        with_once = self.draft_row(upto)
+        self.once = once
+        return with_once, [self._less_once(t) for t in with_once]
+
     def best_k(self, name: str, gains: Sequence[float], others: dict[str, tuple[float, int, int]],
                others_total: float, cold: float, row: Sequence[float]) -> tuple[int, float]:
         """The k in 1..len(gains)-1 at which `rate_with(name, k, gains[k], ...)` peaks, and that
@@ -169,10 +180,7 @@ def best_options(make_plan: Callable[[], BatchPlan], choice: list[tuple[str | No
             first = max((gains[n][i][1] for n in names), default=1.0) - 1.0
             # what 0..longest more draft tokens add, with the once-cost (which draft) and without
             # it (whether to draft): the same draft_seconds either way, e taken off or not
-            batch.once = True
-            row_once = batch.draft_row(longest) if first > 0 else []
-            batch.once = False
-            row = [max(t - batch.first_draft, 0.0) if t > 0 else 0.0 for t in row_once]
+            row_once, row = batch.draft_rows(longest) if first > 0 else ([], [])
             # the least average seconds a draft token adds on top of the batch's drafts
             cheapest = min(((row[d] - row[0]) / d for d in range(1, longest + 1)), default=0.0) if row else 0.0
             if first > 0 and (cheapest <= 0 or first > cheapest * best_rate):
