@@ -6,13 +6,12 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 
 from spec_sdk.detok import IncrementalDetokenizer, StopMatcher
 from spec_sdk.errors import InvalidRequestError
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import FinishReason, SamplingParams, SpecStats, TokenChunk
-from spec_sdk.verify.warp import make_generator
+from spec_sdk.verify.keyed import DRAFT_CONTEXT, DrawBook, Keyed, fresh_seed
 
 _ids = itertools.count()
 
@@ -65,8 +64,9 @@ class Request:
         self.prompt_len = len(prompt)
         self.params = params
         self.stats = SpecStats()
-        self.view = RequestView(request_id, self.tokens, self.prompt_len, params, self.stats)
-        self.generator: torch.Generator = make_generator(params.seed)
+        # sampling draws are keyed by seed and position: spec_sdk.verify.keyed
+        self.book = DrawBook(params.seed if params.seed is not None else fresh_seed())
+        self.view = RequestView(request_id, self.tokens, self.prompt_len, params, self.stats, self.book)
         self.max_len = min(max_context, self.prompt_len + params.max_new_tokens)
         self.stop_ids = frozenset(params.stop_token_ids) | (
             frozenset() if params.ignore_eos else frozenset(eos_token_ids)
@@ -83,6 +83,11 @@ class Request:
     @property
     def num_output(self) -> int:
         return len(self.tokens) - self.prompt_len
+
+    def draws(self) -> Keyed:
+        """This step's sampling draws: keyed from the position of its first new token."""
+        self.book.passed(len(self.tokens))
+        return Keyed(self.book, len(self.tokens), self.tokens[-DRAFT_CONTEXT:])
 
     def room(self) -> int:
         """Tokens this request may still emit."""

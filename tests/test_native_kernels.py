@@ -55,17 +55,24 @@ def test_greedy_torch_path_equals_verify(seed, batch, vocab, max_n):
 def test_sampled_torch_path_equals_verify(seed, batch, vocab, max_n, with_q, temperature):
     logits, draft, lengths, q, drafts = _case(seed, batch, vocab, max_n, with_q)
     params = SamplingParams(temperature=temperature)
-    verdicts = verify_batch([logits[b, : 1 + int(lengths[b])] for b in range(batch)], drafts, [params] * batch,
+    # the kernel applies the textbook test to every draft, a deterministic one as a one-hot q;
+    # verify matches a deterministic draft against the target's own draw instead (the same law,
+    # another realisation), so it is handed the one-hot q explicitly
+    as_sampled = [d if d is None or d.probs is not None else
+                  Draft(tokens=d.tokens, probs=torch.nn.functional.one_hot(torch.tensor(d.tokens), vocab).double())
+                  for d in drafts]
+    verdicts = verify_batch([logits[b, : 1 + int(lengths[b])] for b in range(batch)], as_sampled, [params] * batch,
                             [make_generator(seed + b) for b in range(batch)])
-    # the uniforms verify drew: n acceptance tests, then one for the emitted token, per request
+    # the uniforms verify drew per request: n acceptance tests, n residual draws, the target's own
+    # n + 1; the emitted token used the residual draw where a draft token was rejected, else the last
     n = draft.shape[1]
     u_accept = torch.zeros(batch, n, dtype=torch.float64)
     u_extra = torch.zeros(batch, dtype=torch.float64)
-    for b in range(batch):
-        m = int(lengths[b])
-        u = uniforms(make_generator(seed + b), 1 + m)
+    for b, v in enumerate(verdicts):
+        m, c = int(lengths[b]), v.num_accepted
+        u = uniforms(make_generator(seed + b), 3 * m + 1)
         u_accept[b, :m] = u[:m]
-        u_extra[b] = u[m]
+        u_extra[b] = u[m + c] if c < m else u[3 * m]
     p = warp_probs(logits.reshape(-1, logits.shape[-1]), params).view_as(logits)
     accepted, token = accept_sampled(p, q, draft, lengths, u_accept, u_extra)
     assert accepted.tolist() == [v.num_accepted for v in verdicts]

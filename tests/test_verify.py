@@ -24,7 +24,7 @@ from spec_sdk.verify import (
     verify_batch,
     warp_probs,
 )
-from spec_sdk.verify import chain
+from spec_sdk.verify import keyed
 
 # At least these many cases; a profile that asks for more (conftest's "thorough") gets more.
 SETTINGS = settings(max_examples=max(150, settings.default.max_examples), deadline=None)
@@ -165,22 +165,47 @@ def test_sampler_wiring_with_chosen_uniforms(data: st.DataObject) -> None:
     tokens = [data.draw(st.integers(0, vocab - 1)) for _ in range(n)]
     if deterministic:
         q = torch.stack([one_hot(t, vocab) for t in tokens]) if n else q
-    u = torch.tensor(
-        data.draw(st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=n + 1, max_size=n + 1)), dtype=torch.float64
-    )
+    unit = st.floats(0.0, 1.0, exclude_max=True)
+    # a generator draws n tests, n residual draws and the target's n + 1 own draws, in turn
+    u = torch.tensor(data.draw(st.lists(unit, min_size=3 * n + 1, max_size=3 * n + 1)), dtype=torch.float64)
+    tests, residuals, plain = u[:n], u[n : 2 * n], u[2 * n :]
     draft = Draft(tokens=tokens, probs=None if deterministic else q) if n else None
 
     a = acceptance_probs(p[:n], q, torch.tensor(tokens, dtype=torch.int64)) if n else torch.zeros(0)
+    own = [int(sample_with_uniforms(p[i : i + 1], plain[i : i + 1])[0]) for i in range(n + 1)]
     accepted = 0
-    while accepted < n and u[accepted] < a[accepted]:
+    while accepted < n and (own[accepted] == tokens[accepted] if deterministic else tests[accepted] < a[accepted]):
         accepted += 1
-    emit_from = residual(p[accepted], q[accepted]) if accepted < n else p[n]
-    expected_extra = int(sample_with_uniforms(emit_from.unsqueeze(0), u[n:])[0])
+    if accepted < n and not deterministic:  # a sampled draft token rejected: from the residual
+        expected_extra = int(sample_with_uniforms(residual(p[accepted], q[accepted]).unsqueeze(0),
+                                                  residuals[accepted : accepted + 1])[0])
+    else:  # a deterministic draft's first miss, or after the last draft token: the target's own
+        expected_extra = own[accepted]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(chain, "uniforms", lambda generator, count: u[:count].clone())
+        patch.setattr(keyed, "uniforms", lambda generator, count: u[:count].clone())
         verdict = verify(logits, draft, params, None)
     assert verdict == Verdict(path=range(accepted), tokens=tuple(tokens[:accepted]) + (expected_extra,))
+
+
+@given(seed=st.integers(0, 2**63), start=st.integers(0, 5000), tail=st.lists(st.integers(0, 50), max_size=12),
+       path=st.lists(st.integers(0, 50), max_size=6))
+def test_keyed_chain_draws_are_keyed_by_position_and_the_tokens_before(
+    seed: int, start: int, tail: list[int], path: list[int]
+) -> None:
+    """The engine's draws (spec_sdk.verify.keyed): tests and residual draws by position, the
+    target's own draws by position and the tokens before it (the draft's, accepted up to there)."""
+    book = keyed.DrawBook(seed)
+    tests, residuals, plain = keyed.chain_draws(keyed.Keyed(book, start, tail), path)
+    n = len(path)
+    assert tests.tolist() == [keyed.keyed_uniform(seed, start + i, keyed.ACCEPT) for i in range(n)]
+    assert residuals.tolist() == [keyed.keyed_uniform(seed, start + i, keyed.EMIT) for i in range(n)]
+    assert plain.tolist() == [book.plain(start + i, [*tail, *path[:i]]) for i in range(n + 1)]
+    # a proposer that drew the first position in that context: the target's draw there is the
+    # proposer's (shared), and after that one draw the target draws afresh
+    drawn = book.draft(start, tail)
+    assert drawn == plain[0].item()
+    assert book.plain(start, tail) != drawn
 
 
 def _draws(q: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -249,7 +274,7 @@ def test_target_only_sampling_is_plain_sampling() -> None:
 def test_generator_advances_the_same_whatever_is_accepted(n: int) -> None:
     logits = torch.randn(1 + n, 8, generator=torch.Generator().manual_seed(n))
     reference = make_generator(5)
-    torch.rand(n + 1, generator=reference, dtype=torch.float64)
+    torch.rand(3 * n + 1, generator=reference, dtype=torch.float64)  # tests, residual draws, own draws
     for params in (SamplingParams(temperature=1.0), SamplingParams(temperature=0.05)):
         g = make_generator(5)
         verify(logits, Draft(tokens=[0] * n) if n else None, params, g)

@@ -22,6 +22,7 @@ from scipy.stats import chisquare
 
 from spec_sdk.types import Draft, SamplingParams, Verdict
 from spec_sdk.verify import acceptance_probs, make_generator, residual, sample_with_uniforms, verify, verify_batch
+from spec_sdk.verify import keyed
 from spec_sdk.verify import tree as tree_mod
 from spec_sdk.verify import warp_probs
 from spec_sdk.verify.tree import first_chain_nodes, sibling_acceptance, sibling_residual
@@ -290,10 +291,30 @@ def test_sampler_wiring_with_chosen_uniforms(data: st.DataObject) -> None:
     u = torch.tensor(
         data.draw(st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=n + 1, max_size=n + 1)), dtype=torch.float64
     )
+    if not data.draw(st.booleans()):  # a generator: a uniform per node, then the emission's
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(keyed, "uniforms", lambda generator, count: u[:count].clone())
+            verdict = verify(logits, draft, params, None)
+        assert verdict == predicted_verdict(p, draft, u)
+        return
+    # keyed draws (the engine's): node i's test by (its position, TREE + its rank among its
+    # siblings), the emission by the position where the path ends
+    unit = st.floats(0.0, 1.0, exclude_max=True)
+    start = data.draw(st.integers(0, 1000))
+    assert draft.parents is not None
+    depth, rank, seen = [0] * n, [0] * n, Counter[int]()
+    for i, parent in enumerate(draft.parents):
+        depth[i] = 1 + (depth[parent] if parent >= 0 else 0)
+        rank[i], seen[parent] = seen[parent], seen[parent] + 1
+    table = {(start + depth[i] - 1, keyed.TREE + rank[i]): float(u[i]) for i in range(n)}
+    table.update({(start + d, keyed.EMIT): data.draw(unit) for d in range(n + 1)})
+    node_u = [table[(start + depth[i] - 1, keyed.TREE + rank[i])] for i in range(n)]  # shared keys: one value
+    ended = len(predicted_verdict(p, draft, torch.tensor([*node_u, 0.0], dtype=torch.float64)).path)
+    expected = predicted_verdict(p, draft, torch.tensor([*node_u, table[(start + ended, keyed.EMIT)]], dtype=torch.float64))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tree_mod, "uniforms", lambda generator, count: u[:count].clone())
-        verdict = verify(logits, draft, params, None)
-    assert verdict == predicted_verdict(p, draft, u)
+        patch.setattr(keyed, "keyed_uniform", lambda seed, position, purpose: table[(position, purpose)])
+        verdict = verify(logits, draft, params, keyed.Keyed(keyed.DrawBook(3), start, []))
+    assert verdict == expected
 
 
 def test_sampled_tree_matches_target_empirically() -> None:

@@ -2,10 +2,12 @@
 
 Inputs are padded tensors, one row per request: the target's rows `[B, N + 1, V]` (root, then one
 per draft position), the drafts `[B, N]` and their real lengths `[B]`; sampling adds the drafts'
-distributions `q` `[B, N, V]` (None: deterministic drafts, a one-hot q) and the uniforms each
-request drew from its own generator: `[B, N]` for the acceptance tests and `[B]` for the emitted
-token, exactly as `spec_sdk.verify` draws them. Outputs: accepted draft tokens per request and
-the one token the target adds (the correction at the first rejection, else the bonus token).
+distributions `q` `[B, N, V]` (None: deterministic drafts, a one-hot q) and the uniforms of
+each request: `[B, N]` for the acceptance tests and `[B]` for the emitted token. This is the
+textbook rule for every draft; `spec_sdk.verify` matches a deterministic draft against the
+target's own keyed draw instead (spec_sdk.verify.keyed), which has the same law. Outputs:
+accepted draft tokens per request and the one token the target adds (the correction at the
+first rejection, else the bonus token).
 
 `accept_greedy` / `accept_sampled` run the fused CuPy kernel (`spec_sdk.kernels.cupy_acceptance`)
 for CUDA tensors when CuPy is installed, and otherwise these torch implementations, which compute

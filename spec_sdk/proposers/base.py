@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Protocol, overload, runtime_checkable
 import torch
 
 from spec_sdk.types import Draft, SamplingParams
+from spec_sdk.verify.keyed import DrawBook, fresh_seed
 
 if TYPE_CHECKING:
     from spec_sdk.types import SpecStats
@@ -38,16 +39,18 @@ class TokenList(Sequence[int]):
 class RequestView:
     """What a proposer may know about a request. Read-only; the engine owns the state."""
 
-    __slots__ = ("_id", "_tokens", "_prompt_len", "_params", "_stats")
+    __slots__ = ("_id", "_tokens", "_prompt_len", "_params", "_stats", "_draws")
 
     def __init__(
-        self, request_id: str, tokens: list[int], prompt_len: int, params: SamplingParams, stats: SpecStats
+        self, request_id: str, tokens: list[int], prompt_len: int, params: SamplingParams, stats: SpecStats,
+        draws: DrawBook | None = None,
     ) -> None:
         self._id = request_id
         self._tokens = TokenList(tokens)
         self._prompt_len = prompt_len
         self._params = params
         self._stats = stats
+        self._draws = draws
 
     @property
     def id(self) -> str:
@@ -69,6 +72,17 @@ class RequestView:
     @property
     def stats(self) -> SpecStats:
         return self._stats
+
+    @property
+    def draws(self) -> DrawBook:
+        """The request's keyed draws: a proposer that samples its draft tokens draws each with
+        `draws.draft(position, tokens_before)`, so that runs differing only in how they
+        speculate write the same text (spec_sdk.verify.keyed). A view made outside an engine
+        gets a book of its own, from its seed."""
+        if self._draws is None:
+            seed = self._params.seed
+            self._draws = DrawBook(seed if seed is not None else fresh_seed())
+        return self._draws
 
     def __repr__(self) -> str:
         return f"RequestView(id={self._id!r}, len={len(self._tokens)}, prompt_len={self._prompt_len})"

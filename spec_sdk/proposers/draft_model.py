@@ -36,7 +36,8 @@ from transformers import AutoModelForCausalLM, DynamicCache, PreTrainedModel
 from spec_sdk.errors import ConfigError
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.types import Draft
-from spec_sdk.verify.warp import make_generator, sample, warp_probs
+from spec_sdk.verify.keyed import DRAFT_CONTEXT
+from spec_sdk.verify.warp import sample_with_uniforms, warp_probs
 
 # A request whose draft cache lags by more than this many tokens (a new request's prompt)
 # catches up in a forward of its own, so one long prompt does not pad the whole batch.
@@ -47,8 +48,9 @@ _CATCH_UP_ALONE = 8
 class _State:
     cache: DynamicCache
     ids: list[int]  # the tokens whose keys and values `cache` holds, in order
-    generator: torch.Generator | None = None
+    sampled: bool = False  # draft tokens are drawn (with the request's keyed draws), not the argmax
     verified: int = 0  # ids[:verified] are the request's own tokens; the rest are draft tokens
+    drafted: list[int] = attrs.field(factory=list)  # this call's draft so far
 
 
 def _common_prefix(state: _State, tokens: Sequence[int], limit: int) -> int:
@@ -191,12 +193,7 @@ class DraftModelProposer:
     def _state(self, req: RequestView) -> _State:
         state = self._states.get(req.id)
         if state is None:
-            generator = None
-            if not req.params.greedy and self.sample:
-                # independent of the verifier's stream, yet reproducible for a seeded request
-                seed = None if req.params.seed is None else req.params.seed * 2 + 1
-                generator = make_generator(seed)
-            state = _State(DynamicCache(config=self.model.config), [], generator)
+            state = _State(DynamicCache(config=self.model.config), [], not req.params.greedy and self.sample)
             self._states[req.id] = state
         return state
 
@@ -233,6 +230,8 @@ class DraftModelProposer:
         if not live:
             return out
         states = [self._state(reqs[i]) for i in live]
+        for s in states:
+            s.drafted = []
         if self._native is not None:
             views = [reqs[i] for i in live]
 
@@ -260,13 +259,20 @@ class DraftModelProposer:
         confidence = torch.softmax(logits, dim=-1).amax(dim=-1).tolist()
         tokens = logits.argmax(dim=-1).tolist()
         qs: list[Tensor | None] = [None] * len(rows)
-        sampled = [j for j, r in enumerate(rows) if states[r].generator is not None]
+        sampled = [j for j, r in enumerate(rows) if states[r].sampled]
         if sampled:
             q = warp_probs(logits[sampled], [reqs[rows[j]].params for j in sampled])
-            drawn = sample(q, [states[rows[j]].generator for j in sampled]).tolist()
+            u = []
+            for j in sampled:
+                state, req = states[rows[j]], reqs[rows[j]]
+                have = req.tokens
+                u.append(req.draws.draft(len(have) + len(state.drafted), [*have[-DRAFT_CONTEXT:], *state.drafted]))
+            drawn = sample_with_uniforms(q, torch.tensor(u, dtype=torch.float64)).tolist()
             for n, j in enumerate(sampled):
                 tokens[j] = int(drawn[n])
                 qs[j] = q[n]
+        for j, r in enumerate(rows):
+            states[r].drafted.append(tokens[j])
         return tokens, confidence, qs
 
     def _fit(self, logits: Tensor) -> Tensor:

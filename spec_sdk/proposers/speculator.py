@@ -9,9 +9,10 @@ runs the heads one after another (head i fed head i-1's token) and returns chain
 
 Drafting (`drafting=`); greedy requests always get each head's argmax:
 - "sample" (default): a sampled request's heads sample from their own logits warped with the
-  request's SamplingParams, and `probs` carries those exact warped rows. Draws use a generator
-  per request seeded apart from the request's own, so the draft never reuses the verifier's
-  uniforms. On the full zoo at temperature 0.8 (8 chat and 8 code prompts, k=4) this accepted
+  request's SamplingParams, and `probs` carries those exact warped rows. Each head draws
+  with the request's keyed draws (`RequestView.draws`, spec_sdk.verify.keyed), never reusing a
+  uniform the verifier decides with, and reads its tokens back to key the next head's draw. On
+  the full zoo at temperature 0.8 (8 chat and 8 code prompts, k=4) this accepted
   more than "greedy" did: MAL 1.55-1.61 against 1.38-1.46, for both speculators.
 - "greedy" (what Arctic Inference and vLLM do): the argmax for every request, `probs=None`. The
   verifier treats it as a one-hot `q`, which is lossless under sampling too; a token is then
@@ -34,11 +35,10 @@ from spec_sdk.errors import ConfigError
 from spec_sdk.proposers.base import RequestView
 from spec_sdk.speculators import Speculator, load_speculator, resolve_checkpoint
 from spec_sdk.types import Draft
-from spec_sdk.verify.warp import make_generator, sample_with_uniforms, uniforms, warp_probs
+from spec_sdk.verify.keyed import DRAFT_CONTEXT
+from spec_sdk.verify.warp import sample_with_uniforms, warp_probs
 
 Drafting = Literal["greedy", "sample"]
-# Mixed into a request's seed for the draft's own generator (any odd 64-bit constant would do).
-_SEED_SALT = 0x9E3779B97F4A7C15
 
 
 class SpeculatorProposer:
@@ -54,7 +54,6 @@ class SpeculatorProposer:
         self.drafting = drafting
         # request id -> (hidden state that predicted the newest token, len(tokens) when seen)
         self._hidden: dict[str, tuple[Tensor, int]] = {}
-        self._generators: dict[str, torch.Generator] = {}
         self.width = speculator.vocab_size  # of a sampled draft's `probs` rows: the target's, once bound
 
     def bind(self, target: Any, tokenizer: Any = None) -> None:
@@ -70,7 +69,6 @@ class SpeculatorProposer:
 
     def start(self, req: RequestView) -> None:
         self._hidden.pop(req.id, None)
-        self._generators.pop(req.id, None)
 
     def observe(self, req: RequestView, accepted: Sequence[int], hidden: Tensor | None) -> None:
         if hidden is None or hidden.shape[0] == 0:
@@ -84,7 +82,6 @@ class SpeculatorProposer:
 
     def finish(self, req: RequestView) -> None:
         self._hidden.pop(req.id, None)
-        self._generators.pop(req.id, None)
 
     def propose(self, reqs: Sequence[RequestView], budgets: Sequence[int]) -> list[Draft | None]:
         out: list[Draft | None] = [None] * len(reqs)
@@ -108,7 +105,7 @@ class SpeculatorProposer:
         else:
             tokens, probs = spec.draft(hidden, last, k)
             rows = None
-        tokens_host, probs_host = tokens.cpu().tolist(), probs.cpu().tolist()  # the one sync
+        tokens_host, probs_host = tokens.cpu().tolist(), probs.cpu().tolist()  # one sync (sampled: one a head)
         for b, j in enumerate(ready):
             n = min(int(budgets[j]), k)
             expected, running = 0.0, 1.0
@@ -129,17 +126,23 @@ class SpeculatorProposer:
         is_sampled = [not reqs[j].params.greedy for j in ready]
         which = [b for b, s in enumerate(is_sampled) if s]
         params = [reqs[ready[b]].params for b in which]
-        gens = [self._generator(reqs[ready[b]]) for b in which]
+        views = [reqs[ready[b]] for b in which]
         carry = spec.start(hidden)
         tokens, probs, warped = last, [], []
+        drafted: list[list[int]] = [[] for _ in which]
         out = []
         for i in range(k):
             carry = spec.step(carry, tokens, i)
             logits = spec.logits(carry, i).float()
             tokens = logits.argmax(dim=-1)
             q = warp_probs(logits[which], params)
-            u = torch.cat([uniforms(g, 1) for g in gens]).to(q.device)
+            # each head's draw from the request's keyed draws, after the tokens before it
+            # (read back per head: the key depends on them)
+            u = torch.tensor([v.draws.draft(len(v.tokens) + i, [*v.tokens[-DRAFT_CONTEXT:], *before])
+                              for v, before in zip(views, drafted)], dtype=torch.float64).to(q.device)
             tokens[which] = sample_with_uniforms(q, u)
+            for before, t in zip(drafted, tokens[which].tolist()):
+                before.append(t)
             probs.append(torch.softmax(logits, dim=-1).gather(1, tokens[:, None])[:, 0])
             warped.append(q)
             out.append(tokens)
@@ -150,14 +153,6 @@ class SpeculatorProposer:
         for s, b in enumerate(which):
             rows[b] = stacked[s]
         return torch.stack(out, 1), torch.stack(probs, 1), rows
-
-    def _generator(self, req: RequestView) -> torch.Generator:
-        gen = self._generators.get(req.id)
-        if gen is None:
-            seed = req.params.seed
-            gen = make_generator(None if seed is None else (seed * _SEED_SALT + 1) % 2**63)
-            self._generators[req.id] = gen
-        return gen
 
 
 def _load(speculator: str | Path | Speculator | None, model: str | Path | None, arch: str) -> Speculator:

@@ -10,7 +10,10 @@ chain.
 Rejection sampling (Leviathan et al. / Chen et al.): draft token x_i ~ q_i is accepted with
 probability min(1, p_i(x_i) / q_i(x_i)); the first rejection emits a token from
 normalize(max(p_i - q_i, 0)); if everything is accepted a bonus token is drawn from p_n. Each
-emitted token then has exactly the target's distribution p.
+emitted token then has exactly the target's distribution p. A deterministic draft (a one-hot q)
+is matched against the target's own draw at each position instead, which has the same law
+(accepted with probability p_i(x_i), else a token from the rest of p_i) and writes the target's
+own text for the seed; the draws are spec_sdk.verify.keyed's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from torch import Tensor
 
 from spec_sdk.types import Draft, SamplingParams, Verdict
 from spec_sdk.verify.tree import first_chain_nodes, sampled_tree_values
-from spec_sdk.verify.warp import sample_with_uniforms, to_device, uniforms, warp_probs
+from spec_sdk.verify.keyed import Source, chain_draws
+from spec_sdk.verify.warp import sample_with_uniforms, to_device, warp_probs
 
 
 @attrs.frozen
@@ -61,7 +65,7 @@ def residual(p_row: Tensor, q_row: Tensor) -> Tensor:
     return torch.where(positive, excess / torch.where(positive, mass, torch.ones_like(mass)), p_row)
 
 
-def verify(logits: Tensor, draft: Draft | None, params: SamplingParams, generator: torch.Generator | None) -> Verdict:
+def verify(logits: Tensor, draft: Draft | None, params: SamplingParams, generator: Source) -> Verdict:
     """Accept a prefix (chain) or path (tree) of `draft` and add one target token.
 
     `logits[0]` is the target's prediction after the request's last token, `logits[1 + i]` its
@@ -74,7 +78,7 @@ def verify_batch(
     logits: Sequence[Tensor],
     drafts: Sequence[Draft | None],
     params: Sequence[SamplingParams],
-    generators: Sequence[torch.Generator | None],
+    generators: Sequence[Source],
 ) -> list[Verdict]:
     """`verify` for every request of a step; request j draws only from `generators[j]`."""
     if not len(logits) == len(drafts) == len(params) == len(generators):
@@ -213,7 +217,7 @@ def _sampled_phases(
     logits: Sequence[Tensor],
     drafts: Sequence[Draft | None],
     params: Sequence[SamplingParams],
-    generators: Sequence[torch.Generator | None],
+    generators: Sequence[Source],
 ) -> list[_Phase]:
     """The chain and tree sampling phases, their rows warped together in one `warp_probs` call."""
     device = logits[0].device
@@ -265,7 +269,7 @@ def _to_tree_paths(phase: _Phase, chain_nodes: dict[int, list[int]]) -> Callable
 
 
 def _sampled_phase(
-    ids: list[int], p_all: Tensor, drafts: list[Draft | None], generators: list[torch.Generator | None]
+    ids: list[int], p_all: Tensor, drafts: list[Draft | None], generators: list[Source]
 ) -> _Phase:
     """Chain rejection sampling; `p_all` holds the requests' warped rows, 1 + n_j each."""
     device = p_all.device
@@ -273,36 +277,49 @@ def _sampled_phase(
     lengths = [0 if d is None else len(d) for d in drafts]
     starts = _row_starts(lengths)
 
-    # A fixed n + 1 uniforms per request (n acceptance tests, one extra token), so a request's
-    # generator advances the same way whatever was accepted.
-    draws = [uniforms(g, 1 + n).cpu() for g, n in zip(generators, lengths)]
-    u_accept = torch.cat([u[:n] for u, n in zip(draws, lengths)]).to(device, non_blocking=True)
-    u_extra = torch.cat([u[n:] for u, n in zip(draws, lengths)]).to(device, non_blocking=True)
+    # per request: n acceptance tests, n residual draws and the target's own n + 1 draws, drawn
+    # whatever is accepted (spec_sdk.verify.keyed)
+    draws = [chain_draws(g, () if d is None else d.tokens) for g, d in zip(generators, drafts)]
+    u_accept = torch.cat([a for a, _, _ in draws]).to(device, non_blocking=True)
+    u_residual = torch.cat([r for _, r, _ in draws]).to(device, non_blocking=True)
+    # The target's own token: at every row of a deterministic draft (what it is matched
+    # against), and at the last row of any request (what the step emits after the last draft
+    # token; without a draft, exactly `sample(p)`). Other rows are left at -1.
+    sampled = [d is not None and d.probs is not None for d in drafts]
+    own_rows = [s + i for s, n, smp in zip(starts, lengths, sampled) for i in range(n + 1) if not smp or i == n]
+    own_u = torch.cat([o if not smp else o[-1:] for (_, _, o), smp in zip(draws, sampled)])
+    own = torch.full((p_all.shape[0],), -1, dtype=torch.int64, device=device)
+    own_index = to_device(own_rows, torch.int64, device)
+    own[own_index] = sample_with_uniforms(p_all[own_index], own_u)
 
     starts_t = to_device(starts, torch.int64, device)
     with_draft = [d for d in drafts if d is not None]
     if not with_draft:
         counts = torch.zeros(len(lengths), dtype=torch.int64, device=device)
-        p_extra = p_all[starts_t]
+        extra = own[starts_t]
         soft = torch.zeros(0, dtype=torch.int64, device=device)
     else:
         draft_rows = to_device([s + i for s, n in zip(starts, lengths) for i in range(n)], torch.int64, device)
         q = torch.cat([_draft_q(d, vocab, p_all.dtype, device) for d in with_draft])
         p_draft = p_all[draft_rows]
-        token_chances = acceptance_probs(p_draft, q, _flat_tokens(drafts, device))
-        accepted = u_accept < token_chances
+        tokens = _flat_tokens(drafts, device)
+        token_chances = acceptance_probs(p_draft, q, tokens)
+        # a sampled draft token is tested against min(1, p/q); a deterministic one is accepted
+        # if it is the target's own token there (probability p(x), as the test would give)
+        sampled_rows = to_device([s for s, n in zip(sampled, lengths) for _ in range(n)], torch.bool, device)
+        accepted = torch.where(sampled_rows, u_accept < token_chances, own[draft_rows] == tokens)
         counts = _leading_true(accepted, lengths)
         # what acceptance was to be expected at each position (Verdict), sent with the counts
         chances = torch.minimum(p_draft, q).sum(dim=1).clamp(max=1.0)
         soft = torch.cat([_fixed_point(token_chances), _fixed_point(chances)])
-        # Only the row that emits is drawn from, one per request: the residual at the first
-        # rejection, else the bonus row's p itself (so a step without a draft is exactly `sample(p)`).
-        p_extra = p_all[starts_t + counts]
-        rejected = (counts < to_device(lengths, torch.int64, device)).unsqueeze(1)
+        # A sampled draft rejected at position c emits from the residual there; anything else
+        # emits the target's own token where it stopped (a deterministic draft's first miss, or
+        # after the last draft token).
+        rejected = counts < to_device(lengths, torch.int64, device)
         # Request j's draft rows start at starts[j] - j in q; clamped for requests that need none.
         q_index = (starts_t - torch.arange(len(lengths), device=device) + counts).clamp(max=q.shape[0] - 1)
-        p_extra = torch.where(rejected, residual(p_extra, q[q_index]), p_extra)
-    extra = sample_with_uniforms(p_extra, u_extra)
+        from_residual = sample_with_uniforms(residual(p_all[starts_t + counts], q[q_index]), u_residual[q_index])
+        extra = torch.where(rejected & to_device(sampled, torch.bool, device), from_residual, own[starts_t + counts])
 
     rows = sum(lengths)
 

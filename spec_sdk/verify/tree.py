@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 
 from spec_sdk.types import Draft, Verdict
-from spec_sdk.verify.warp import sample_with_uniforms, to_device, uniforms
+from spec_sdk.verify.keyed import TREE, Source, tree_draws
+from spec_sdk.verify.warp import sample_with_uniforms, to_device
 
 
 def first_chain_nodes(draft: Draft) -> list[int]:
@@ -105,7 +106,7 @@ def walk(draft: Draft, accepted: Sequence[bool | int]) -> list[int]:
 
 
 def sampled_tree_values(
-    p_rows: Tensor, drafts: Sequence[Draft], generators: Sequence[torch.Generator | None]
+    p_rows: Tensor, drafts: Sequence[Draft], generators: Sequence[Source]
 ) -> tuple[Tensor, Callable[[list[int]], list[Verdict]]]:
     """Decide every sibling test of every deterministic tree in one go.
 
@@ -122,16 +123,22 @@ def sampled_tree_values(
     tokens: list[int] = []
     removed_at: tuple[list[int], list[int]] = ([], [])  # (node, token): an earlier sibling's token
     emptied_at: tuple[list[int], list[int]] = ([], [])  # (row, token): a child's token of that row
-    request_of_row: list[int] = []
+    # per request: each node's test as (offset of its position, TREE + rank among its
+    # siblings), and each row's offset where the step would emit if the path ended there
+    tests: list[list[tuple[int, int]]] = []
+    emits: list[list[int]] = []
     row = 0
     for j, draft in enumerate(drafts):
         assert draft.parents is not None and draft.probs is None
         starts.append(row)
-        request_of_row.extend([j] * (1 + len(draft)))
         siblings: dict[int, list[int]] = {}
+        depth = [0] * len(draft)  # a parent comes before its children
+        tests.append([])
         for node, (parent, token) in enumerate(zip(draft.parents, draft.tokens)):
             g = len(tokens)
             earlier = siblings.setdefault(parent, [])
+            depth[node] = 1 + (depth[parent] if parent >= 0 else 0)
+            tests[-1].append((depth[node] - 1, TREE + len(earlier)))
             removed_at[0].extend([g] * len(earlier))
             removed_at[1].extend(earlier)
             earlier.append(token)
@@ -140,13 +147,13 @@ def sampled_tree_values(
         for parent, kids in siblings.items():
             emptied_at[0].extend([row + 1 + parent] * len(kids))
             emptied_at[1].extend(kids)
+        emits.append([0, *depth])
         row += 1 + len(draft)
 
-    # A fixed n + 1 uniforms per request (one test per node, one draw), as the chain sampler does,
-    # so a request's generator advances the same way whatever was accepted.
-    draws = [uniforms(g, 1 + n).cpu() for g, n in zip(generators, lengths)]
-    u_accept = torch.cat([u[:n] for u, n in zip(draws, lengths)]).to(device, non_blocking=True)
-    u_extra = torch.cat([u[n:] for u, n in zip(draws, lengths)]).to(device, non_blocking=True)
+    # drawn whatever is accepted, as the chain sampler does (spec_sdk.verify.keyed)
+    draws = [tree_draws(g, t, e) for g, t, e in zip(generators, tests, emits)]
+    u_accept = torch.cat([a for a, _ in draws]).to(device, non_blocking=True)
+    u_rows = torch.cat([e for _, e in draws]).to(device, non_blocking=True)  # one per row
 
     removed = torch.zeros(len(tokens), vocab, dtype=torch.bool, device=device)
     if removed_at[0]:
@@ -159,9 +166,7 @@ def sampled_tree_values(
     # is an honest draw from that end's residual.
     emptied = torch.zeros(row, vocab, dtype=torch.bool, device=device)
     emptied[to_device(emptied_at[0], torch.int64, device), to_device(emptied_at[1], torch.int64, device)] = True
-    extra = sample_with_uniforms(
-        sibling_residual(p_rows, emptied), u_extra[to_device(request_of_row, torch.int64, device)]
-    )
+    extra = sample_with_uniforms(sibling_residual(p_rows, emptied), u_rows)
 
     def finish(host: list[int]) -> list[Verdict]:
         flags, candidates = host[: len(tokens)], host[len(tokens) :]

@@ -4,7 +4,8 @@
 then top-k, top-p, min-p), because losslessness is measured against it and because a draft proposer
 that samples has to warp its own logits the same way to report the `q` the verifier relies on.
 
-All randomness is drawn as float64 uniforms from per-request generators and turned into tokens by
+All randomness is drawn as float64 uniforms, per request (keyed by seed and position in the engine:
+spec_sdk.verify.keyed; from a generator in turn where a caller passes one), and turned into tokens by
 inverse CDF, so a request's draws depend only on its own seed, never on its batch neighbours.
 """
 
