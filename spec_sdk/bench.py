@@ -364,8 +364,13 @@ def _run_one(
             tie = sum(tie_aware_same(model, p, a, b) for p, a, b in zip(prompts, outputs, base.outputs))
             entry |= {"outputs_equal": f"{tie}/{len(prompts)}", "outputs_equal_exact": f"{exact}/{len(prompts)}",
                       "all_outputs_equal": tie == len(prompts)}
-        else:  # sampled outputs differ by construction (different random streams); not comparable
+        else:  # only the distribution is the same; sampled outputs are not held to the same tokens
             entry |= {"outputs_equal": "n/a", "outputs_equal_exact": "n/a", "all_outputs_equal": None}
+            if entry["kind"] == "sdk":
+                # ...but with keyed draws (spec_sdk.verify.keyed) deterministic chain drafts write
+                # target-only's own text, and the draft model's lanes much of it: how much is shared
+                same = sum(a == b for a, b in zip(outputs, base.outputs))
+                entry["same_text_as_target_only"] = f"{same}/{len(prompts)}"
         entries[name] = entry
     best_hf = max(hf, key=lambda r: r.tokens_per_second)
     for entry in entries.values():

@@ -119,6 +119,10 @@ def test_workload_bench_end_to_end(tmp_path, capsys):
                     assert methods[name]["all_outputs_equal"], (wname, name, methods[name]["outputs_equal"])
             else:
                 assert all(m["outputs_equal"] == "n/a" for m in methods.values())
+                # keyed draws: n-gram drafts (the adaptive policy here has only n-gram) write
+                # target-only's own sampled text, token for token
+                for name in ("ngram k=4", "adaptive"):
+                    assert methods[name]["same_text_as_target_only"] == "2/2", (wname, name)
     assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "hf-prompt-lookup" in printed and "adaptive / best single (ngram k=4)" in printed
