@@ -36,6 +36,7 @@ from spec_sdk.proposers.registry import available as available_proposers
 from spec_sdk.proposers.registry import create as create_proposer
 from spec_sdk.proposers.registry import register as register_proposer
 from spec_sdk.types import Completion, Draft, SamplingParams, SpecStats, StepTimes, TokenChunk, Verdict
+from spec_sdk.verify.keyed import DrawBook
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "Completion",
     "ConfigError",
     "Draft",
+    "DrawBook",
     "EngineClosedError",
     "EngineFullError",
     "EngineMetrics",

@@ -6,7 +6,6 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-
 from spec_sdk.detok import IncrementalDetokenizer, StopMatcher
 from spec_sdk.errors import InvalidRequestError
 from spec_sdk.proposers.base import RequestView
