@@ -83,7 +83,7 @@ class Request:
     def num_output(self) -> int:
         return len(self.tokens) - self.prompt_len
 
-    def draws(self) -> Keyed:
+    def step_draws(self) -> Keyed:
         """This step's sampling draws: keyed from the position of its first new token."""
         self.book.passed(len(self.tokens))
         return Keyed(self.book, len(self.tokens), self.tokens[-DRAFT_CONTEXT:])

@@ -184,7 +184,7 @@ class StepRunner:
         scored = self.backend.score(items)
         t2 = time.perf_counter()
         verdicts = verify_batch(
-            [s.logits for s in scored], drafts, [r.params for r in batch], [r.draws() for r in batch]
+            [s.logits for s in scored], drafts, [r.params for r in batch], [r.step_draws() for r in batch]
         )
         t3 = time.perf_counter()
         chunks = []
