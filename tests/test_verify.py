@@ -196,10 +196,14 @@ def test_keyed_chain_draws_are_keyed_by_position_and_the_tokens_before(
     """The engine's draws (spec_sdk.verify.keyed): tests and residual draws by position, the
     target's own draws by position and the tokens before it (the draft's, accepted up to there)."""
     book = keyed.DrawBook(seed)
-    tests, residuals, plain = keyed.chain_draws(keyed.Keyed(book, start, tail), path)
     n = len(path)
+    # a sampled draft: its tests and residual draws, and the target's own draw after its last token
+    tests, residuals, after = keyed.chain_draws(keyed.Keyed(book, start, tail), path, sampled=True)
     assert tests.tolist() == [keyed.keyed_uniform(seed, start + i, keyed.ACCEPT) for i in range(n)]
     assert residuals.tolist() == [keyed.keyed_uniform(seed, start + i, keyed.EMIT) for i in range(n)]
+    assert after.tolist() == [book.plain(start + n, [*tail, *path])]
+    # a deterministic one: the target's own draw at every offset (its tests are never used)
+    _, _, plain = keyed.chain_draws(keyed.Keyed(book, start, tail), path, sampled=False)
     assert plain.tolist() == [book.plain(start + i, [*tail, *path[:i]]) for i in range(n + 1)]
     # a proposer that drew the first position in that context: the target's draw there is the
     # proposer's (shared), and after that one draw the target draws afresh

@@ -277,17 +277,16 @@ def _sampled_phase(
     lengths = [0 if d is None else len(d) for d in drafts]
     starts = _row_starts(lengths)
 
-    # per request: n acceptance tests, n residual draws and the target's own n + 1 draws, drawn
-    # whatever is accepted (spec_sdk.verify.keyed)
-    draws = [chain_draws(g, () if d is None else d.tokens) for g, d in zip(generators, drafts)]
+    # per request: n acceptance tests, n residual draws and the target's own draws it can use
+    # (spec_sdk.verify.keyed). The target's own token: at every row of a deterministic draft
+    # (what it is matched against), and at the last row of any request (what the step emits
+    # after the last draft token; without a draft, exactly `sample(p)`). Other rows are left at -1.
+    sampled = [d is not None and d.probs is not None for d in drafts]
+    draws = [chain_draws(g, () if d is None else d.tokens, smp) for g, d, smp in zip(generators, drafts, sampled)]
     u_accept = torch.cat([a for a, _, _ in draws]).to(device, non_blocking=True)
     u_residual = torch.cat([r for _, r, _ in draws]).to(device, non_blocking=True)
-    # The target's own token: at every row of a deterministic draft (what it is matched
-    # against), and at the last row of any request (what the step emits after the last draft
-    # token; without a draft, exactly `sample(p)`). Other rows are left at -1.
-    sampled = [d is not None and d.probs is not None for d in drafts]
     own_rows = [s + i for s, n, smp in zip(starts, lengths, sampled) for i in range(n + 1) if not smp or i == n]
-    own_u = torch.cat([o if not smp else o[-1:] for (_, _, o), smp in zip(draws, sampled)])
+    own_u = torch.cat([o for _, _, o in draws])
     own = torch.full((p_all.shape[0],), -1, dtype=torch.int64, device=device)
     own_index = to_device(own_rows, torch.int64, device)
     own[own_index] = sample_with_uniforms(p_all[own_index], own_u)

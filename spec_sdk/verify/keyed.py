@@ -138,15 +138,22 @@ class Keyed:
 Source = torch.Generator | Keyed | None
 
 
-def chain_draws(source: Source, path: Sequence[int]) -> tuple[Tensor, Tensor, Tensor]:
+def chain_draws(source: Source, path: Sequence[int], sampled: bool) -> tuple[Tensor, Tensor, Tensor]:
     """A request's uniforms for a chain step with draft tokens `path` (n of them): the n
-    acceptance tests, the n residual draws, and the target's n + 1 own draws. A generator (or
-    None: torch's global one) draws all 3n + 1 in turn, whatever is accepted."""
+    acceptance tests, the n residual draws, and the target's own draws the step can use -- at
+    every offset 0..n for a deterministic draft (what it is matched against), at offset n alone
+    for a `sampled` one (after its last token). Keyed, a deterministic draft's tests and residual
+    draws are never used and not drawn (zeros). A generator (or None: torch's global one) draws
+    all 3n + 1 in turn whatever is used, so it advances the same way whatever is accepted."""
     n = len(path)
     if isinstance(source, Keyed):
-        return source.at([(i, ACCEPT) for i in range(n)]), source.at([(i, EMIT) for i in range(n)]), source.plains(path)
+        if not sampled:
+            return torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64), source.plains(path)
+        after = torch.tensor([source.book.plain(source.start + n, [*source.tail[-DRAFT_CONTEXT:], *path])],
+                             dtype=torch.float64)
+        return source.at([(i, ACCEPT) for i in range(n)]), source.at([(i, EMIT) for i in range(n)]), after
     u = uniforms(source, 3 * n + 1).cpu()
-    return u[:n], u[n : 2 * n], u[2 * n :]
+    return u[:n], u[n : 2 * n], u[3 * n :] if sampled else u[2 * n :]
 
 
 def tree_draws(source: Source, tests: Sequence[tuple[int, int]], rows: Sequence[int]) -> tuple[Tensor, Tensor]:
