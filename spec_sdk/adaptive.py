@@ -41,9 +41,9 @@ Exploring is paid from a budget of time (spec_sdk.adaptive_state.ExploreBudget):
 `explore` of each step, faster while a proposer is still to be learned, capped at a few steps'
 worth. An exploration -- the first timed call of a proposer, a proposer too dear for the shadow
 whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or a
-random (proposer, k) with probability `explore` -- runs only when its estimated extra cost (its
-draft tokens in the forward, the call, a first call's cache fill spread over the request) fits;
-one that does not fit tries a one-token draft. A request whose drafts stopped paying (k = 0)
+random (proposer, k) of a proposer too dear for the shadow with probability `explore` -- runs
+only when its estimated extra cost (its draft tokens in the forward, the call, a first call's
+cache fill spread over the request) fits; one that does not fit tries a one-token draft. A request whose drafts stopped paying (k = 0)
 retries each proposer after `retry_after` steps, the wait doubling after each retry that gets
 nothing accepted. And every `probe_every` steps the whole batch runs one step without drafts:
 when the batch size and the chosen draft lengths barely change, the cost of a draft token

@@ -4,8 +4,9 @@ An exploration is one of, in this order: the first timed call of a proposer neve
 warm call is what times it); a proposer too dear for the shadow whose pooled acceptance for
 this kind of request (greedy, sampled) rests on fewer than `LEARN_DRAFTS` drafts; a retry of
 a dear proposer by a request that stopped speculating; or, with probability `explore`, a
-random (proposer, k). What it may cost is paid from an `ExploreBudget` (the policy prices and
-affords each try); what came of it sets the budget's pace and the request's next retry.
+random (proposer, k) of a dear proposer (the shadow keeps a cheap one current). What it may
+cost is paid from an `ExploreBudget` (the policy prices and affords each try); what came of
+it sets the budget's pace and the request's next retry.
 
 A timed proposer is not explored at a batch size where, even with every draft of every
 request accepted, its calls and draft tokens would leave the batch slower than it has been
@@ -114,8 +115,12 @@ class Explorer:
             name = dear_ones[state.retries % len(dear_ones)]
             state.exploring, state.why = name, "retry"
             return name, min(2, kmax(name))
-        if self.explore and names and self.rng.random() < self.explore:
-            name = self.rng.choice(list(names))
+        # a random try goes to a proposer the shadow does not keep measuring: a cheap one's
+        # drafts are scored in hindsight for every request already (on sampled chat half the
+        # random tries verified a cheap draft, paid for in the forward, and learned nothing new)
+        dear = [n for n in names if costs.dear(n, kmax(n))] if self.explore else []
+        if dear and self.rng.random() < self.explore:
+            name = self.rng.choice(dear)
             state.exploring, state.why = name, "random"
             return name, self.rng.randint(1, kmax(name))
         return None
