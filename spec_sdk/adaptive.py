@@ -40,7 +40,8 @@ the first explorations, until 8 forwards with drafts have been timed).
 Exploring is paid from a budget of time (spec_sdk.adaptive_state.ExploreBudget): about
 `explore` of each step, faster while a proposer is still to be learned, capped at a few steps'
 worth. An exploration -- the first timed call of a proposer, a proposer too dear for the shadow
-whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or a
+whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or
+(greedy requests only: a sampled one's try is verified, and the hope below explores for it) a
 random (proposer, k) of a proposer too dear for the shadow with probability `explore` -- runs
 only when its estimated extra cost (its draft tokens in the forward, the call, a first call's
 cache fill spread over the request) fits; one that does not fit tries a one-token draft. A request whose drafts stopped paying (k = 0)
@@ -112,8 +113,8 @@ class AdaptivePolicy:
     """Learns, per request and step, which proposer and `k` (0 included) pay best.
 
     `proposers`: the names to choose from (None: every proposer the engine has). `max_k`: the
-    largest draft, one for all or per proposer. `explore`: the chance a request tries a random
-    option in a step. `retry_after`: steps before a request that stopped speculating tries a
+    largest draft, one for all or per proposer. `explore`: the chance a greedy request tries a
+    random option in a step (and the share of time exploring may spend). `retry_after`: steps before a request that stopped speculating tries a
     proposer again. `probe_every`: every so many steps the whole batch decodes without drafts,
     which pins down what the forward costs without them (0: never). `seed`: exploration is
     reproducible.
