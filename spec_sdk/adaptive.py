@@ -40,8 +40,7 @@ the first explorations, until 8 forwards with drafts have been timed).
 Exploring is paid from a budget of time (spec_sdk.adaptive_state.ExploreBudget): about
 `explore` of each step, faster while a proposer is still to be learned, capped at a few steps'
 worth. An exploration -- the first timed call of a proposer, a proposer too dear for the shadow
-whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or
-(greedy requests only: a sampled one's try is verified, and the hope below explores for it) a
+whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or a
 random (proposer, k) of a proposer too dear for the shadow with probability `explore` -- runs
 only when its estimated extra cost (its draft tokens in the forward, the call, a first call's
 cache fill spread over the request) fits; one that does not fit tries a one-token draft. A request whose drafts stopped paying (k = 0)
@@ -64,7 +63,6 @@ proposer whose first few drafts were unlucky was seldom verified again, however 
 from __future__ import annotations
 
 import random
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -77,6 +75,7 @@ from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
+from spec_sdk.adaptive_tally import Tally
 from spec_sdk.adaptive_estimates import Estimates, has_chances
 from spec_sdk.adaptive_state import ExploreBudget, ProbeSchedule, RequestState, asked_within
 from spec_sdk.adaptive_trying import explorations
@@ -113,8 +112,8 @@ class AdaptivePolicy:
     """Learns, per request and step, which proposer and `k` (0 included) pay best.
 
     `proposers`: the names to choose from (None: every proposer the engine has). `max_k`: the
-    largest draft, one for all or per proposer. `explore`: the chance a greedy request tries a
-    random option in a step (and the share of time exploring may spend). `retry_after`: steps before a request that stopped speculating tries a
+    largest draft, one for all or per proposer. `explore`: the chance a request tries a random
+    option in a step (and the share of time exploring may spend). `retry_after`: steps before a request that stopped speculating tries a
     proposer again. `probe_every`: every so many steps the whole batch decodes without drafts,
     which pins down what the forward costs without them (0: never). `seed`: exploration is
     reproducible.
@@ -133,12 +132,7 @@ class AdaptivePolicy:
     _cost: Costs = attrs.field(init=False)  # the forward, the calls, the rest (spec_sdk.adaptive_cost)
     _decisions: dict[str, tuple[str | None, int, float]] = attrs.field(init=False, factory=dict)
     _step: int = attrs.field(init=False, default=0)
-    _counts: Counter[str] = attrs.field(init=False, factory=Counter)
-    _k_total: int = attrs.field(init=False, default=0)
-    _estimated: float = attrs.field(init=False, default=0.0)
-    _realised: float = attrs.field(init=False, default=0.0)
-    _decided: int = attrs.field(init=False, default=0)
-    _judged: int = attrs.field(init=False, default=0)  # decisions taken on an estimate
+    _tally: Tally = attrs.field(init=False, factory=Tally)  # what it decided, for the report
     _explorer: Explorer = attrs.field(init=False)  # what to explore, and its budget (spec_sdk.adaptive_explore)
     # the cheap drafts in hand, judged by their scores (spec_sdk.adaptive_hand)
     _hand: HandJudge = attrs.field(init=False, factory=HandJudge)
@@ -441,15 +435,9 @@ class AdaptivePolicy:
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
             if decision is not None and decision[0] is not None:
-                self._decided += 1
-                self._counts[decision[0]] += 1
-                self._k_total += decision[1]
+                self._tally.count(decision[0], decision[1], decision[2], o.emitted)
                 st = self._requests.get(o.request_id)
                 explored = st.explore_estimate if st is not None and o.proposer == decision[0] else 0.0
-                if decision[2] > 0:  # explorations carry no estimate in the report
-                    self._judged += 1
-                    self._estimated += decision[2]
-                    self._realised += o.emitted
                 if decision[2] > 0 or explored > 0:
                     self._est.calibration.add(decision[0], o.greedy, decision[1], decision[2] or explored,
                                           _expected_emitted(o))
@@ -497,15 +485,9 @@ class AdaptivePolicy:
     def report(self) -> dict[str, Any]:
         """What the policy decided and why: proposer shares, mean k, estimated vs realised
         tokens per speculating step, explorations, and the fitted costs (seconds)."""
-        decided = max(self._decided, 1)
         return {
             "steps": self._step,
-            "speculating_request_steps": self._decided,
-            "chosen": {n: c / decided for n, c in self._counts.items()},
-            "mean_k": self._k_total / decided,
-            # over the speculating request-steps chosen on an estimate (explorations aside)
-            "estimated_tokens_per_step": self._estimated / max(self._judged, 1),
-            "realised_tokens_per_step": self._realised / max(self._judged, 1),
+            **self._tally.report(),
             # request-steps the policy left alone, their speculation having gained nothing lately
             "asleep_share": self._slept / max(self._request_steps, 1),
             "explorations": self._explorer.explorations,

@@ -3,12 +3,10 @@
 An exploration is one of, in this order: the first timed call of a proposer never timed (a
 warm call is what times it); a proposer too dear for the shadow whose pooled acceptance for
 this kind of request (greedy, sampled) rests on fewer than `LEARN_DRAFTS` drafts; a retry of
-a dear proposer by a request that stopped speculating; or, for a greedy request, with
-probability `explore`, a random (proposer, k) of a dear proposer (the shadow keeps a cheap one
-current, and a sampled request's plan leans towards what it knows little of: the hope,
-spec_sdk.adaptive_estimates). What it may cost is paid from an `ExploreBudget` (the policy
-prices and affords each try); what came of it sets the budget's pace and the request's next
-retry.
+a dear proposer by a request that stopped speculating; or, with probability `explore`, a
+random (proposer, k) of a dear proposer (the shadow keeps a cheap one current). What it may
+cost is paid from an `ExploreBudget` (the policy prices and affords each try); what came of
+it sets the budget's pace and the request's next retry.
 
 A timed proposer is not explored at a batch size where, even with every draft of every
 request accepted, its calls and draft tokens would leave the batch slower than it has been
@@ -120,11 +118,12 @@ class Explorer:
         # a random try goes to a proposer the shadow does not keep measuring: a cheap one's
         # drafts are scored in hindsight for every request already (on sampled chat half the
         # random tries verified a cheap draft, paid for in the forward, and learned nothing new)
-        # ...and only for a greedy request, whose try is in the shadow: a sampled one must verify
-        # its try, and its plan already leans towards proposers it knows little of (the hope,
-        # spec_sdk.adaptive_estimates); on sampled chat its random tries, half of them a
-        # speculator that pays a third as well, cost a few percent of the run
-        dear = [n for n in names if costs.dear(n, kmax(n))] if self.explore and state.greedy else []
+        # (a sampled request's try is verified, and its plan leans towards what it knows little
+        # of anyway -- the hope, spec_sdk.adaptive_estimates -- but without its tries a dear
+        # proposer it stopped asking keeps the cost it was last timed at: on sampled chat with
+        # a second job on the machine, one such run priced the draft model out and drafted a
+        # speculator that pays a third as well, at 0.98x of target-only)
+        dear = [n for n in names if costs.dear(n, kmax(n))] if self.explore else []
         if dear and self.rng.random() < self.explore:
             name = self.rng.choice(dear)
             state.exploring, state.why = name, "random"

@@ -21,34 +21,21 @@ def _costs(calls: dict[str, float], step: float = 0.02) -> Costs:
 
 def test_random_tries_go_only_to_proposers_too_dear_for_the_shadow() -> None:
     """A cheap proposer is asked in the shadow and scored in hindsight for every request, so a
-    random try of it learns nothing new. Every random try goes to a dear proposer, at every
+    random try of it learns nothing new (and a sampled request's is verified, its tokens paid for
+    in the forward). Every random try goes to a dear proposer, at every
     length."""
     costs = _costs({"cheap": 1e-5, "dear": 0.005})
     assert not costs.dear("cheap", 8) and costs.dear("dear", 8)
     explorer = Explorer(1.0, 16, random.Random(0), ExploreBudget(1.0))
     picks = []
-    for _ in range(200):
-        state = RequestState(True)
-        pick = explorer.pick(state, ["cheap", "dear"], set(), 1, costs, lambda n: 8)
-        assert pick is not None and state.why == "random"
-        picks.append(pick)
+    for greedy in (True, False):
+        for _ in range(200):
+            state = RequestState(greedy)
+            pick = explorer.pick(state, ["cheap", "dear"], set(), 1, costs, lambda n: 8)
+            assert pick is not None and state.why == "random"
+            picks.append(pick)
     assert {name for name, _ in picks} == {"dear"}
     assert {k for _, k in picks} == set(range(1, 9))
-
-
-def test_a_sampled_request_makes_no_random_try() -> None:
-    """A sampled request must verify a try (its draft in the forward), and its plan already
-    leans towards what it knows little of (the hope): it tries at random never. It still makes
-    the tries that learn a proposer at first."""
-    costs = _costs({"cheap": 1e-5, "dear": 0.005})
-    explorer = Explorer(1.0, 16, random.Random(0), ExploreBudget(1.0))
-    for _ in range(200):
-        state = RequestState(False)
-        assert explorer.pick(state, ["cheap", "dear"], set(), 1, costs, lambda n: 8) is None
-    explorer.unlearned = {("dear", False)}
-    state = RequestState(False)
-    assert explorer.pick(state, ["cheap", "dear"], set(), 1, costs, lambda n: 8) == ("dear", 4)
-    assert state.why == "learn"
 
 
 def test_no_random_try_when_every_proposer_is_cheap() -> None:
