@@ -76,8 +76,9 @@ from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
 from spec_sdk.adaptive_tally import Tally
+from spec_sdk.adaptive_learn import learn_acceptance
 from spec_sdk.adaptive_estimates import Estimates, has_chances
-from spec_sdk.adaptive_state import ExploreBudget, ProbeSchedule, RequestState, asked_within
+from spec_sdk.adaptive_state import ExploreBudget, ProbeSchedule, RequestState
 from spec_sdk.adaptive_trying import explorations
 from spec_sdk.estimators import reach_chances
 from spec_sdk.policy import DEFER, Load, Outcome, StepFeedback, _Defer
@@ -444,28 +445,10 @@ class AdaptivePolicy:
             state = self._requests.get(o.request_id)
             if state is None:
                 continue
-            held = state.held.get(o.proposer) if o.proposer is not None else None
-            in_hindsight = o.proposer in state.shadows and held is not None and not held[2]
-            if o.proposer is not None and o.drafted and not in_hindsight:
-                # (a greedy shadow's verified draft is counted once, below, in hindsight: the
-                # same draft, seen as far as the step emitted)
-                # (what the engine really asked for: a draft cut short by the room left near a
-                # request's end did not run out, and counted so it was a rejection that never
-                # happened, at the positions that decide between k=3 and k=4)
-                asked = decision[1] if decision is not None and decision[0] == o.proposer else 0
-                self._est.verified(state, o, asked_within(asked, state.room))
-            self._hand.learn(state.held, state.greedy, o.proposer if o.drafted else None, o.drafted, o.accepted,
-                             o.tokens)
-            for n in state.shadows:
-                if n not in state.held or state.held[n][2]:
-                    continue  # no draft, or a sampled one: a match is not acceptance (a timing probe's)
-                draft = state.held[n][0]
-                matched = self._est.hindsight(state, n, draft, o, asked_within(self._kmax(n), state.room))
-                if n == state.probe:
-                    self._explored(state, n, len(draft), matched, batch_rate)
-            for n in state.asked:
-                if n not in state.held and state.budgets.get(n, 0) > 0:
-                    self._est.no_draft(state, n, o.greedy)
+            asked = decision[1] if decision is not None and decision[0] == o.proposer else 0
+            probe = learn_acceptance(self._est, self._hand, state, o, asked, self._kmax)
+            if probe is not None and state.probe is not None:
+                self._explored(state, state.probe, *probe, batch_rate)
             if state.exploring is not None and state.exploring == o.proposer:
                 self._explored(state, o.proposer, o.drafted, o.accepted, batch_rate)
             if decision is not None and decision[0] is None and not state.retry_at:
