@@ -43,12 +43,13 @@ worth. An exploration -- the first timed call of a proposer, a proposer too dear
 whose pooled acceptance for this kind of request rests on fewer than 4 drafts, a retry, or a
 random (proposer, k) of a proposer too dear for the shadow with probability `explore` -- runs
 only when its estimated extra cost (its draft tokens in the forward, the call, a first call's
-cache fill spread over the request) fits; one that does not fit tries a one-token draft. A request whose drafts stopped paying (k = 0)
-retries each proposer after `retry_after` steps, the wait doubling after each retry that gets
-nothing accepted. And every `probe_every` steps the whole batch runs one step without drafts:
-when the batch size and the chosen draft lengths barely change, the cost of a draft token
-cannot be told from the fixed cost of a step without such a probe (probes that find the
-forward's cost where the fit had it come further apart, up to 8x: spec_sdk.adaptive_state).
+cache fill spread over the request) fits; one that does not fit tries a one-token draft. A
+request whose drafts stopped paying (k = 0) retries each proposer after `retry_after` steps,
+the wait doubling after each retry that gets nothing accepted. And every `probe_every` steps
+the whole batch runs one step without drafts: when the batch size and the chosen draft lengths
+barely change, the cost of a draft token cannot be told from the fixed cost of a step without
+such a probe (probes that find the forward's cost where the fit had it come further apart, up
+to 8x: spec_sdk.adaptive_state).
 
 A request whose speculation gained it nothing lately sleeps (spec_sdk.adaptive_sleep): for a
 while the policy plans, asks and explores nothing for it -- deciding costs even where nothing
@@ -114,10 +115,10 @@ class AdaptivePolicy:
 
     `proposers`: the names to choose from (None: every proposer the engine has). `max_k`: the
     largest draft, one for all or per proposer. `explore`: the chance a request tries a random
-    option in a step (and the share of time exploring may spend). `retry_after`: steps before a request that stopped speculating tries a
-    proposer again. `probe_every`: every so many steps the whole batch decodes without drafts,
-    which pins down what the forward costs without them (0: never). `seed`: exploration is
-    reproducible.
+    option in a step (and the share of time exploring may spend). `retry_after`: steps before a
+    request that stopped speculating tries a proposer again. `probe_every`: every so many steps
+    the whole batch decodes without drafts, which pins down what the forward costs without them
+    (0: never). `seed`: exploration is reproducible.
     """
 
     proposers: Sequence[str] | None = None
