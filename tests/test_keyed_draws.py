@@ -121,6 +121,17 @@ def test_a_token_drawn_again_in_the_same_context_draws_afresh() -> None:
     assert book.plain(10, [1, 2, 3]) == after  # (a small book keeps its counts)
 
 
+def test_the_draw_after_a_sampled_draft_is_the_last_of_the_plain_draws() -> None:
+    """A sampled draft's step uses the target's own draw after its last token only; it must be
+    the draw a deterministic draft of the same tokens would be matched against there."""
+    book = DrawBook(7)
+    step = Keyed(book, 40, list(range(100, 112)))
+    for path in ([], [5], [5, 9, 2], list(range(10))):
+        assert step.after(path).tolist() == step.plains(path)[-1:].tolist()
+    book.draft(40 + 3, [*range(104, 112), 5, 9, 2])  # a draw counted there moves both alike
+    assert step.after([5, 9, 2]).tolist() == step.plains([5, 9, 2])[-1:].tolist()
+
+
 def test_chi_square_catches_emissions_keyed_like_the_tests(monkeypatch: pytest.MonkeyPatch) -> None:
     """Power check of the keyed path: were a rejected position's emission drawn with the uniform
     that rejected its draft (one purpose for both), the output would be biased, and the

@@ -133,6 +133,11 @@ class Keyed:
                 before.append(path[i])
         return torch.tensor(out, dtype=torch.float64)
 
+    def after(self, path: Sequence[int]) -> Tensor:
+        """The target's own draw after `path` alone (offset len(path)): the last of `plains`."""
+        before = [*self.tail[-DRAFT_CONTEXT:], *path]
+        return torch.tensor([self.book.plain(self.start + len(path), before)], dtype=torch.float64)
+
 
 # what a request's verification draws from: keyed draws (the engine's), or a generator in turn
 Source = torch.Generator | Keyed | None
@@ -149,9 +154,7 @@ def chain_draws(source: Source, path: Sequence[int], sampled: bool) -> tuple[Ten
     if isinstance(source, Keyed):
         if not sampled:
             return torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64), source.plains(path)
-        after = torch.tensor([source.book.plain(source.start + n, [*source.tail[-DRAFT_CONTEXT:], *path])],
-                             dtype=torch.float64)
-        return source.at([(i, ACCEPT) for i in range(n)]), source.at([(i, EMIT) for i in range(n)]), after
+        return source.at([(i, ACCEPT) for i in range(n)]), source.at([(i, EMIT) for i in range(n)]), source.after(path)
     u = uniforms(source, 3 * n + 1).cpu()
     return u[:n], u[n : 2 * n], u[3 * n :] if sampled else u[2 * n :]
 
