@@ -199,22 +199,27 @@ class AdaptivePolicy:
         self._takers, self._worth_taking = 0.5 * self._takers + 0.5 * self._worth_taking, 0
         if not names or not reqs:
             return
-        states = [self._requests.setdefault(r.id, RequestState(r.params.greedy)) for r in reqs]
-        ex = self._explorer
-        ex.note_batch(names, states, self._est.pooled)
-        for s, r in zip(states, reqs):
+        states, asleep = [], set()
+        for i, r in enumerate(reqs):
+            s = self._requests.get(r.id)
+            if s is None:
+                s = self._requests[r.id] = RequestState(r.params.greedy)
+            states.append(s)
             s.shadows, s.asked, s.probe, s.held, s.budgets = (), (), None, {}, {}
             s.room = r.params.max_new_tokens - (len(r.tokens) - r.prompt_len)
             s.length = len(r.tokens)
             if s.sleep is None:
                 s.sleep = self._gains_by_kind.start(s.greedy)
-        # a request whose speculation stopped paying is left alone for a while: no plan, no
-        # shadows, no exploration (spec_sdk.adaptive_sleep)
-        asleep = {i for i, s in enumerate(states) if s.sleep is not None and s.sleep.asleep(self._step)}
+            # a request whose speculation stopped paying is left alone for a while: no plan, no
+            # shadows, no exploration (spec_sdk.adaptive_sleep)
+            if s.sleep.asleep(self._step):
+                asleep.add(i)
         self._asleep = {reqs[i].id for i in asleep}
         self._request_steps, self._slept = self._request_steps + len(reqs), self._slept + len(asleep)
         if len(asleep) == len(reqs):
-            return
+            return  # (and nothing is still to be learned: nobody sleeps until it is)
+        ex = self._explorer
+        ex.note_batch(names, states, self._est.pooled)
         if self._cost.score is None:
             return  # nothing measured yet: this step decodes without drafts and times the forward
         if self._probes.due(self._step):
@@ -420,8 +425,12 @@ class AdaptivePolicy:
         batch_rate = emitted / max(step_seconds, 1e-9)
         self._explorer.record_rate(fb.batch_size, batch_rate)
         # what these tokens would have taken without drafts: a quiet step emits one per request
-        quiet = self._cost.quiet_step(fb.batch_size)
-        saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
+        # (not asked of a step everyone slept through: nothing was drafted, and predicting it
+        # refits the forward's cost every few steps for nothing)
+        saved = 0.0
+        if not everyone_slept:
+            quiet = self._cost.quiet_step(fb.batch_size)
+            saved = max(emitted * quiet / max(fb.batch_size, 1) - step_seconds, 0.0)
         self._explorer.budget.earn(step_seconds, LEARN_BOOST if learning else 1.0, saved)
         if everyone_slept:
             return  # nothing was planned, asked or drafted: nothing else to learn from
@@ -433,7 +442,7 @@ class AdaptivePolicy:
                 st.seen.update((n, st.length) for n in st.asked)
                 if st.sleep is not None and o.request_id not in self._asleep:
                     st.sleep.record(self._step, o.accepted, self._may_sleep)
-                    self._gains_by_kind.add(st.greedy, o.accepted)
+                    self._gains_by_kind.add(st.greedy, o.accepted, st.sleep)
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)
             if decision is not None and decision[0] is not None:

@@ -9,7 +9,7 @@ import pytest
 
 import spec_sdk.adaptive_sleep as sleep_mod
 from spec_sdk.adaptive import AdaptivePolicy
-from spec_sdk.adaptive_sleep import AWAKE_STEPS, FIRST_GAP, MAX_GAP, Gains, Sleep
+from spec_sdk.adaptive_sleep import AWAKE_STEPS, FIRST_GAP, FIRST_LOOK, MAX_GAP, Gains, Sleep
 from spec_sdk.policy import Load
 from spec_sdk.proposers.base import RequestView
 from test_adaptive import _simulate
@@ -58,6 +58,36 @@ def test_a_new_request_starts_at_what_its_kind_gained_lately() -> None:
     for _ in range(500):
         gains.add(False, 0)
     assert gains.start(False).gain < 0.01 and gains.start(True).gain == 1.0
+
+
+def test_a_new_request_looks_briefly_then_sleeps_as_long_as_its_kind_last_slept() -> None:
+    gains = Gains()
+    gains.add(False, 0, Sleep(gain=0.01, gap=MAX_GAP))
+    assert gains.by_kind[False] > sleep_mod.DORMANT_GAIN  # the kind's gain falls slowly
+    s = gains.start(False)
+    assert s.gain == 0.01
+    for step in range(1, FIRST_LOOK):
+        s.record(step, 0, may_sleep=True)
+        assert not s.asleep(step + 1)
+    s.record(FIRST_LOOK, 0, may_sleep=True)
+    assert s.asleep(FIRST_LOOK + 1) and s.asleep(FIRST_LOOK + MAX_GAP)
+    assert not s.asleep(FIRST_LOOK + MAX_GAP + 1)
+    # where the last requests of the kind gained, or never slept, a new one starts over
+    gains.add(False, 1, Sleep(gain=0.2, gap=FIRST_GAP))
+    assert gains.start(False).gap == FIRST_GAP and gains.start(False).awake == 0
+    assert Gains().start(True) == Sleep(gain=1.0)
+
+
+def test_the_next_request_where_nothing_pays_is_asked_on_few_of_its_steps() -> None:
+    """After a request that found nothing for 300 steps, the next one (96 steps long) is asked
+    on its first FIRST_LOOK steps and one waking at most, not woken every FIRST_GAP-doubling
+    sleep from the start (8 + 8 + 8 of its 96 steps)."""
+    policy = _Counting(max_k=4, explore=0.02)
+    _simulate(policy, {"cheap": 0.0}, *_MACHINE, batch=1, steps=300)
+    policy.forget("r0")
+    _Counting.asked_steps = 0
+    _simulate(policy, {"cheap": 0.0}, *_MACHINE, batch=1, steps=96, seed=1)
+    assert FIRST_LOOK <= _Counting.asked_steps <= FIRST_LOOK + AWAKE_STEPS
 
 
 @pytest.mark.parametrize("greedy", [True, False])
