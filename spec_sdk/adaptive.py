@@ -74,6 +74,7 @@ from spec_sdk.adaptive_hand import HandJudge, draft_seconds
 from spec_sdk.adaptive_lengths import DraftLengths
 from spec_sdk.adaptive_cost import Costs
 from spec_sdk.adaptive_explore import LEARN_BOOST, LEARN_DRAFTS, Explorer
+from spec_sdk.adaptive_fill import Fill
 from spec_sdk.adaptive_plan import BatchPlan, best_options
 from spec_sdk.adaptive_sleep import Gains
 from spec_sdk.adaptive_tally import Tally
@@ -92,22 +93,6 @@ from spec_sdk.types import Draft
 # drafts in hand are how speculation pays at all (the average draft does not, a strong match
 # does), and at 1% only a third of a 64-request batch had any
 _SHADOW_BUDGET = 0.03
-# Until this many forwards had two draft tokens or more, at least one for every other request
-# (ScoreFit.wide_steps), cheap drafts in hand fill a forward up to that many tokens (at most 4
-# from one request), whatever their worth. Explorations alone put a token or two in a forward
-# of many requests, which cannot tell what a draft token costs from the forward's noise, nor one
-# token from the once-per-forward cost: the pessimistic prior (a draft token costs what a request
-# does) stood. A batch of 16 where a fixed suffix k=4 ran 1.13x then decoded without drafts, and
-# a single sampled request waited 50 steps to afford a first try of the draft model (priced at
-# four steps for its four tokens). What this risks, if the prior is right: one request's worth
-# for every other request, three times; what it costs where it is wrong: far less, and the
-# drafts' accepted tokens pay some of it back.
-_MEASURE_WIDE = 3
-# ...and at most this many forwards are filled so, wide or not: where the drafts in hand are
-# short (one-token suffix matches in sampled chat) no forward gets wide, and the fill went on
-# for good -- 203 of 478 steps of one request carried a one-token draft accepted ~12%, at 0.88x
-# of decoding without drafts
-_MEASURE_FILLS = 4 * _MEASURE_WIDE
 
 @attrs.define(eq=False)
 class AdaptivePolicy:
@@ -143,9 +128,8 @@ class AdaptivePolicy:
     # requests whose drafts in hand were worth their tokens (this step; decayed over the last)
     _worth_taking: int = attrs.field(init=False, default=0)
     _takers: float = attrs.field(init=False, default=0.0)
-    _measure_left: int = attrs.field(init=False, default=0)  # draft tokens still to measure this step
-    _fills: int = attrs.field(init=False, default=0)  # steps whose forward a fill put drafts in
-    _filled_at: int = attrs.field(init=False, default=0)  # the last such step
+    # drafts in hand put in the first forwards to measure a draft token (spec_sdk.adaptive_fill)
+    _fill: Fill = attrs.field(init=False, factory=Fill)
     # caps on k for proposers that draft fewer tokens than asked (spec_sdk.adaptive_lengths)
     _lengths: DraftLengths = attrs.field(init=False, factory=DraftLengths)
     # what speculation gains requests lately: where a new request's gain starts (spec_sdk.adaptive_sleep)
@@ -194,7 +178,7 @@ class AdaptivePolicy:
     def begin_step(self, reqs: Sequence[RequestView], load: Load, proposers: Sequence[str]) -> None:
         self._step += 1
         names = [n for n in (self.proposers if self.proposers is not None else proposers) if n in proposers]
-        self._decisions, self._measure_left = {}, 0
+        self._decisions, self._fill.left = {}, 0
         self._drafting, self._batch, self._asleep, self._probing = set(), len(reqs), set(), False
         self._takers, self._worth_taking = 0.5 * self._takers + 0.5 * self._worth_taking, 0
         if not names or not reqs:
@@ -271,8 +255,7 @@ class AdaptivePolicy:
                 if choice[i][0] != n:
                     states[i].shadows += (n,)
         self._drafting = {r.id for r, (name, k) in zip(reqs, choice) if name is not None and k > 0}
-        if self._cost.score.wide_steps < _MEASURE_WIDE and self._fills < _MEASURE_FILLS:
-            self._measure_left = max(0, self._cost.score.wide(len(reqs)) - sum(k for _, k in choice))
+        self._fill.plan(self._cost.score, len(reqs), sum(k for _, k in choice))
         for s, (name, _) in zip(states, choice):
             if s.probe is not None and s.probe != name and s.probe not in s.shadows:
                 s.shadows += (s.probe,)
@@ -334,10 +317,10 @@ class AdaptivePolicy:
         state.asked = tuple(drafts)
         if any(n not in drafts for n in state.shadows):
             return DEFER  # shadows first (past the plan's end, DEFER means no draft)
-        if self._measure_left > 0 and name is None:
-            measured = self._measure(req.id, drafts)
-            if measured is not None:
-                return measured
+        if self._fill.left > 0 and name is None:
+            filled = self._fill.take(drafts, self._step)
+            if filled is not None:
+                return self._take(req.id, drafts, filled[0], filled[1], None)
         if self._cost.score is None or (name is not None and state.exploring == name):
             # nothing measured yet, or an exploration: verified to learn, whatever it drafts
             return (drafts[name] if name in drafts else DEFER) if name is not None else None
@@ -383,18 +366,6 @@ class AdaptivePolicy:
             return planned  # nothing known of these drafts' scores yet
         self._hand.count(got[0], got[1], name, len(planned) if planned is not None else 0)
         return self._take(req.id, drafts, got[0], got[1], name)
-
-    def _measure(self, rid: str, drafts: Mapping[str, Draft | None]) -> Draft | None:
-        """A draft in hand put in the forward to measure what draft tokens cost (_MEASURE_WIDE):
-        at most four of its tokens and the step's tokens still to measure; None if none is in hand."""
-        for n, d in drafts.items():
-            if d is not None and len(d):
-                k = min(len(d), self._measure_left, 4)
-                self._measure_left -= k
-                if self._filled_at != self._step:
-                    self._fills, self._filled_at = self._fills + 1, self._step
-                return self._take(rid, drafts, n, k, None)
-        return None
 
     def _take(self, rid: str, drafts: Mapping[str, Draft | None], pick: str | None, k: int,
               planned: str | None) -> Draft | None:

@@ -811,7 +811,7 @@ def test_cheap_drafts_in_hand_fill_the_first_forwards_to_price_a_draft_token(bat
     token or two of exploration in a forward of 16 cannot tell a draft token's price from the
     noise); then it stops, so where drafts really are dear (here: as dear as a request, and
     accepted 30%) it costs three such forwards and no more."""
-    import spec_sdk.adaptive as adaptive
+    import spec_sdk.adaptive_fill as adaptive_fill
 
     machine = ({"cheap": 0.3}, (0.002, 0.001, 0.001), {"cheap": 1e-6})
 
@@ -823,7 +823,7 @@ def test_cheap_drafts_in_hand_fill_the_first_forwards_to_price_a_draft_token(bat
 
     wide, speculating = run()
     assert wide == 3 and speculating < 0.15
-    monkeypatch.setattr(adaptive, "_MEASURE_WIDE", 0)
+    monkeypatch.setattr(adaptive_fill, "MEASURE_WIDE", 0)
     wide, _ = run()
     assert wide < 3
 
@@ -832,18 +832,18 @@ def test_the_fill_stops_where_drafts_in_hand_are_too_short_to_make_a_forward_wid
     """One-token drafts in hand (short suffix matches) never make a forward of one request wide
     (two draft tokens): the fill is capped by the forwards it filled, not only by the wide ones,
     or it puts a dear, poorly accepted draft in every step it has one."""
-    import spec_sdk.adaptive as adaptive
+    import spec_sdk.adaptive_fill as adaptive_fill
 
     def run() -> tuple[int, int]:
         policy = AdaptivePolicy(max_k=4, explore=0.02)
         d = _simulate(policy, {"cheap": 0.1}, (0.002, 0.001, 0.001), {"cheap": 1e-6}, batch=1, steps=300,
                       noise=0.1, lengths={"cheap": 1})
         assert policy._cost.score is not None and policy._cost.score.wide_steps == 0
-        return policy._fills, sum(c for (name, _), c in d.items() if name is not None)
+        return policy._fill.fills, sum(c for (name, _), c in d.items() if name is not None)
 
     fills, drafted = run()
-    assert fills == adaptive._MEASURE_FILLS and drafted < 40
-    monkeypatch.setattr(adaptive, "_MEASURE_FILLS", 10**6)  # the fill uncapped: it goes on
+    assert fills == adaptive_fill.MEASURE_FILLS and drafted < 40
+    monkeypatch.setattr(adaptive_fill, "MEASURE_FILLS", 10**6)  # the fill uncapped: it goes on
     fills, drafted = run()
     assert fills > 100 and drafted > 100
 
