@@ -27,7 +27,8 @@ from spec_sdk.engine import SpecEngine
 from spec_sdk.types import SamplingParams
 
 if TYPE_CHECKING:
-    from spec_sdk.bench import Method, MethodResult
+    from spec_sdk.bench import MethodResult
+    from spec_sdk.bench_methods import Method
     from spec_sdk.hf_baselines import HFMode, HFResult
 
 
