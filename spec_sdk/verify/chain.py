@@ -152,8 +152,12 @@ def _greedy_phase(ids: list[int], logits: list[Tensor], drafts: list[Draft | Non
     device = logits[0].device
     lengths = [0 if d is None else len(d) for d in drafts]
     starts = _row_starts(lengths)
-    best = torch.cat(logits).argmax(dim=-1)  # first index among ties, as generate() does
+    best = (logits[0] if len(logits) == 1 else torch.cat(logits)).argmax(dim=-1)  # first among ties, as generate()
     total_rows = best.numel()
+    if total_rows == len(drafts):
+        # no drafts (target-only decoding, a step where no request speculates): the argmax is
+        # all there is, and the tensor work of matching nothing cost as much again on a CPU
+        return _Phase(ids=ids, values=best, finish=lambda host: [Verdict(path=(), tokens=(t,)) for t in host])
 
     chains = [j for j, d in enumerate(drafts) if d is None or d.is_chain]
     chain_lengths = [lengths[j] for j in chains]
@@ -283,6 +287,11 @@ def _sampled_phase(
     # after the last draft token; without a draft, exactly `sample(p)`). Other rows are left at -1.
     sampled = [d is not None and d.probs is not None for d in drafts]
     draws = [chain_draws(g, () if d is None else d.tokens, smp) for g, d, smp in zip(generators, drafts, sampled)]
+    if not any(lengths):
+        # no drafts: each request's own draw from its one row, and nothing to test (the general
+        # path below gives the same verdicts with a dozen more small tensor ops)
+        own_draw = sample_with_uniforms(p_all, torch.cat([o for _, _, o in draws]))
+        return _Phase(ids=ids, values=own_draw, finish=lambda host: [Verdict(path=(), tokens=(x,)) for x in host])
     u_accept = torch.cat([a for a, _, _ in draws]).to(device, non_blocking=True)
     u_residual = torch.cat([r for _, r, _ in draws]).to(device, non_blocking=True)
     own_rows = [s + i for s, n, smp in zip(starts, lengths, sampled) for i in range(n + 1) if not smp or i == n]

@@ -59,13 +59,16 @@ def warp_probs(logits: Tensor, params: SamplingParams | Sequence[SamplingParams]
     def column(values: list[float]) -> Tensor:
         return to_device(values, dtype, device).unsqueeze(1)
 
-    x = logits.to(dtype) / column([p.temperature for p in rows])
+    temperatures = {p.temperature for p in rows}
+    # (one temperature for all rows, the common case, divides by a number: no tensor to build)
+    x = logits.to(dtype) / (temperatures.pop() if len(temperatures) == 1 else column([p.temperature for p in rows]))
 
     use_top_k = any(0 < p.top_k < v for p in rows)
     use_top_p = any(p.top_p < 1.0 for p in rows)
     # top_k == 0 is "off" and top_k >= V keeps everything: both become k = V, which drops nothing.
     k_list = [p.top_k if 0 < p.top_k < v else v for p in rows]
-    k = to_device(k_list, torch.int64, device).unsqueeze(1)
+    if use_top_k or use_top_p:
+        k = to_device(k_list, torch.int64, device).unsqueeze(1)
     if use_top_k and not use_top_p:
         # A partial top-k is far cheaper than a full sort of a large vocabulary.
         largest = torch.topk(x, max(k_list), dim=-1).values
