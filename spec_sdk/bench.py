@@ -150,6 +150,8 @@ def format_report(report: Mapping[str, Any]) -> str:
 # A greedy divergence is forgiven only where the reference's two best logits are this close:
 # float32 logits from a batched verify and from one-token decoding differ by ~1e-6..1e-5.
 TIE_EPS = 1e-4
+
+
 @attrs.frozen
 class WorkloadBenchConfig:
     workloads: tuple[str, ...] = ("code", "chat", "agentic")
