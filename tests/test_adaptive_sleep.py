@@ -28,14 +28,19 @@ class _Counting(AdaptivePolicy):
         return out
 
 
-def test_a_sleep_doubles_up_to_its_cap_and_one_accepted_token_resets_it() -> None:
-    s = Sleep(gain=0.0)
-    for step in range(1, AWAKE_STEPS):
+def _assert_awake_then_asleep(s: Sleep, awake: int, gap: int) -> None:
+    """From step 1, finding nothing: awake through step `awake`, then asleep for `gap` steps."""
+    for step in range(1, awake):
         s.record(step, 0, may_sleep=True)
         assert not s.asleep(step + 1)
-    s.record(AWAKE_STEPS, 0, may_sleep=True)
-    assert s.asleep(AWAKE_STEPS + 1) and s.asleep(AWAKE_STEPS + FIRST_GAP)
-    assert not s.asleep(AWAKE_STEPS + FIRST_GAP + 1)
+    s.record(awake, 0, may_sleep=True)
+    assert s.asleep(awake + 1) and s.asleep(awake + gap)
+    assert not s.asleep(awake + gap + 1)
+
+
+def test_a_sleep_doubles_up_to_its_cap_and_one_accepted_token_resets_it() -> None:
+    s = Sleep(gain=0.0)
+    _assert_awake_then_asleep(s, AWAKE_STEPS, FIRST_GAP)
     gaps = []
     for _ in range(4):
         gaps.append(s.gap)
@@ -66,12 +71,7 @@ def test_a_new_request_looks_briefly_then_sleeps_as_long_as_its_kind_last_slept(
     assert gains.by_kind[False] > sleep_mod.DORMANT_GAIN  # the kind's gain falls slowly
     s = gains.start(False)
     assert s.gain == 0.01
-    for step in range(1, FIRST_LOOK):
-        s.record(step, 0, may_sleep=True)
-        assert not s.asleep(step + 1)
-    s.record(FIRST_LOOK, 0, may_sleep=True)
-    assert s.asleep(FIRST_LOOK + 1) and s.asleep(FIRST_LOOK + MAX_GAP)
-    assert not s.asleep(FIRST_LOOK + MAX_GAP + 1)
+    _assert_awake_then_asleep(s, FIRST_LOOK, MAX_GAP)
     # where the last requests of the kind gained, or never slept, a new one starts over
     gains.add(False, 1, Sleep(gain=0.2, gap=FIRST_GAP))
     assert gains.start(False).gap == FIRST_GAP and gains.start(False).awake == 0
