@@ -63,7 +63,12 @@ class Explorer:
         self.unlearned = {(n, g) for n, g in self.seen if self.to_learn(n, g, pooled)}
 
     def learning(self, pooled: Pooled) -> bool:
-        """Whether some proposer worth exploring is still to be learned (LEARN_BOOST applies)."""
+        """Whether some proposer worth exploring is still to be learned (LEARN_BOOST applies).
+        Never with `explore` 0: nothing earns the budget learning tries are paid from, so what
+        is not learned yet never will be, and waiting for it kept every request awake for good
+        (sampled code: 0.75 ms a step of policy for nothing, 0.91x of target-only)."""
+        if self.explore <= 0.0:
+            return False
         return any(self.to_learn(n, g, pooled) for n, g in self.seen if n not in self.hopeless)
 
     def record_rate(self, size: int, rate: float) -> None:

@@ -124,3 +124,13 @@ def test_requests_that_gain_never_sleep() -> None:
     d = _simulate(policy, {"cheap": 0.8}, *_MACHINE, batch=4, steps=300)
     assert all(s.sleep is not None and s.sleep.until == 0 for s in policy._requests.values())
     assert sum(c for (name, _), c in d.items() if name == "cheap") > 0.9 * 4 * 300
+
+
+def test_with_explore_zero_a_proposer_never_learned_does_not_keep_requests_awake() -> None:
+    """`explore=0`: nothing pays for learning tries, so a dear proposer is never learned. Waiting
+    for it to be kept every request awake for good, at the policy's full cost every step."""
+    policy = AdaptivePolicy(max_k=4, explore=0.0)
+    machine = ((0.002, 0.001, 0.0005), {"cheap": 1e-6, "dear": 0.004})
+    _simulate(policy, {"cheap": 0.0, "dear": 0.5}, *machine, batch=1, steps=400, greedy=False)
+    assert policy._explorer.why.get("learn", 0) == 0  # it was never learned
+    assert policy.report()["asleep_share"] > 0.5
