@@ -148,6 +148,11 @@ def _flat_tokens(drafts: Sequence[Draft | None], device: torch.device) -> Tensor
     return to_device([t for d in drafts if d is not None for t in d.tokens], torch.int64, device)
 
 
+def _undrafted(tokens: list[int]) -> list[Verdict]:
+    """The verdicts of a phase without drafts: each request emits its one token."""
+    return [Verdict(path=(), tokens=(t,)) for t in tokens]
+
+
 def _greedy_phase(ids: list[int], logits: list[Tensor], drafts: list[Draft | None]) -> _Phase:
     device = logits[0].device
     lengths = [0 if d is None else len(d) for d in drafts]
@@ -157,7 +162,7 @@ def _greedy_phase(ids: list[int], logits: list[Tensor], drafts: list[Draft | Non
     if total_rows == len(drafts):
         # no drafts (target-only decoding, a step where no request speculates): the argmax is
         # all there is, and the tensor work of matching nothing cost as much again on a CPU
-        return _Phase(ids=ids, values=best, finish=lambda host: [Verdict(path=(), tokens=(t,)) for t in host])
+        return _Phase(ids=ids, values=best, finish=_undrafted)
 
     chains = [j for j, d in enumerate(drafts) if d is None or d.is_chain]
     chain_lengths = [lengths[j] for j in chains]
@@ -291,7 +296,7 @@ def _sampled_phase(
         # no drafts: each request's own draw from its one row, and nothing to test (the general
         # path below gives the same verdicts with a dozen more small tensor ops)
         own_draw = sample_with_uniforms(p_all, torch.cat([o for _, _, o in draws]))
-        return _Phase(ids=ids, values=own_draw, finish=lambda host: [Verdict(path=(), tokens=(x,)) for x in host])
+        return _Phase(ids=ids, values=own_draw, finish=_undrafted)
     u_accept = torch.cat([a for a, _, _ in draws]).to(device, non_blocking=True)
     u_residual = torch.cat([r for _, r, _ in draws]).to(device, non_blocking=True)
     own_rows = [s + i for s, n, smp in zip(starts, lengths, sampled) for i in range(n + 1) if not smp or i == n]
