@@ -58,7 +58,6 @@ class Costs:
     _curve_size: int = 0
     # each proposer's fitted coefficients, until the next learn: a step makes three plans
     _coefs: dict[str, tuple[float, ...]] | None = None
-    _coef: tuple[float, float, float, float] | None = None  # coef(), until the next learn
 
     def call_cost(self, name: str, kmax: int) -> float:
         """Estimated seconds of one warm call of `name` for one request at budget `kmax` (a
@@ -121,13 +120,9 @@ class Costs:
         return self.cold.get(name, 0.0) / over
 
     def coef(self) -> tuple[float, float, float, float]:
-        """(a, b, c, e) of a whole step but its proposers' calls: the forward's and the rest's.
-        Kept until the next `learn` (asked by the plan, every choice and every exploration)."""
-        if self._coef is None:
-            assert self.score is not None and self.rest is not None
-            (a, b, c, e), (ra, rb, rc, re) = self.score.coef, self.rest.coef
-            self._coef = (a + ra, b + rb, c + rc, e + re)
-        return self._coef
+        """(a, b, c, e) of a whole step but its proposers' calls: the forward's and the rest's."""
+        assert self.score is not None and self.rest is not None
+        return tuple(x + y for x, y in zip(self.score.coef, self.rest.coef))  # type: ignore[return-value]
 
     def curve(self, size: int) -> list[float] | None:
         """What 0.. draft tokens add to a forward of `size` requests, as the plan of this step
@@ -153,7 +148,7 @@ class Costs:
 
     def learn(self, fb: StepFeedback, requests: Mapping[str, RequestState]) -> None:
         """One step's measurements: the forward, the step's other work, each proposer's call."""
-        self._calls, self._curve, self._coefs, self._coef = {}, None, None, None
+        self._calls, self._curve, self._coefs = {}, None, None
         self.last_step = fb.score_seconds + fb.other_seconds + sum(fb.propose_seconds.values())
         if self.score is None:
             base = max(fb.score_seconds, 1e-6)

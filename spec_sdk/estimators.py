@@ -314,8 +314,7 @@ class ScoreFit:
         return self._coef
 
     def predict(self, requests: float, drafts: float) -> float:
-        a, b, c, e = self.coef
-        return a + b * requests + c * drafts + e if drafts > 0 else a + b * requests
+        return sum(k * x for k, x in zip(self.coef, _score_features(requests, drafts)))
 
     def draft_curve(self, requests: int, upto: int, trust: float = 2.0) -> list[float]:
         """Seconds that 0..`upto` draft tokens add to a forward of `requests`: the fit's
