@@ -8,8 +8,7 @@ so they follow changes:
 - the target's score time: fixed + per request + per draft token (a request reads its own KV
   cache, a draft token only adds a query to a cache that is read anyway, so they are priced apart);
 - each proposer's time per call as a function of requests asked and the largest budget;
-- everything else a step costs (verification, bookkeeping, the hooks), priced as the forward is:
-  a step with drafts costs more of it.
+- everything else a step costs (verification, bookkeeping), as a constant.
 
 Per step it picks, request by request (two rounds of coordinate ascent over the batch), the
 option with the best batch throughput  sum(expected tokens) / (score + proposers + rest).
@@ -325,9 +324,9 @@ class AdaptivePolicy:
         if self._cost.score is None or (name is not None and state.exploring == name):
             # nothing measured yet, or an exploration: verified to learn, whatever it drafts
             return (drafts[name] if name in drafts else DEFER) if name is not None else None
-        a, b, per_token, once = self._cost.coef()
+        a, b, per_token, once = self._cost.score.coef
         size = max(self._batch, 1)
-        rate = size / max(a + b * size, 1e-9)  # the batch's quiet rate
+        rate = size / max(a + b * size + (self._cost.other or 0.0), 1e-9)  # the batch's quiet rate
         # The forward's once-per-forward draft cost (`once`) is this request's only if no other
         # drafts -- and then what its tokens add is the measured curve (others drafting: the
         # line's slope). Even then it is shared with the requests expected to take a draft in
@@ -441,7 +440,7 @@ class AdaptivePolicy:
     def _explored(self, state: RequestState, name: str, drafted: int, accepted: int, batch_rate: float) -> None:
         """An exploration's outcome, for the exploration's pace and the request's next retry."""
         assert self._cost.score is not None
-        extra = self._cost.coef()[2] * drafted + self._call_cost(name, max(drafted, 1))
+        extra = self._cost.score.coef[2] * drafted + self._call_cost(name, max(drafted, 1))
         self._explorer.judge(state, name, drafted, accepted, batch_rate, extra)
 
     def forget(self, request_id: str) -> None:

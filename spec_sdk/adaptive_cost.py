@@ -9,11 +9,7 @@ priced by them.
   tokens it missed.
 - A proposer's first (cold) call for a request: what it cost beyond a warm one (its cache
   filling with the prompt), charged once, to the step that first asks it for that request.
-- Everything else a step costs (verification, bookkeeping, the policy's hooks): a second
-  ScoreFit over (requests, draft tokens), priced with the forward's. It was one decayed
-  constant, and a step with drafts costs more of it: at one sampled request 2.0 ms against
-  0.98 without (verifying drafts, cutting the rejected ones from the caches, the hooks judging
-  drafts in hand). Priced nowhere, that ~1 ms (7% of a step) let a speculator draft at a loss.
+- Everything else a step costs (verification, bookkeeping), as a decayed constant.
 
 Nothing is assumed to be free: before a forward with drafts was measured, a draft token is
 priced like a request (the forward as if compute-bound, the pessimistic end), and a proposer
@@ -50,7 +46,7 @@ class Costs:
     propose: dict[str, CostModel] = attrs.field(factory=dict)  # warm calls only
     # seconds a proposer's first call for a request costs beyond a warm one
     cold: dict[str, float] = attrs.field(factory=dict)
-    rest: ScoreFit | None = None  # everything else a step costs
+    other: float | None = None
     last_step: float = 0.0  # the last step's seconds
     _calls: dict[tuple[str, int], float] = attrs.field(factory=dict)  # call_cost until the next learn
     # ScoreFit.draft_curve for the batch size it was made for, until the next learn
@@ -119,11 +115,6 @@ class Costs:
             return model.coef[3] * every_step + min(pause, self.cold.get(name, pause)) / over
         return self.cold.get(name, 0.0) / over
 
-    def coef(self) -> tuple[float, float, float, float]:
-        """(a, b, c, e) of a whole step but its proposers' calls: the forward's and the rest's."""
-        assert self.score is not None and self.rest is not None
-        return tuple(x + y for x, y in zip(self.score.coef, self.rest.coef))  # type: ignore[return-value]
-
     def curve(self, size: int) -> list[float] | None:
         """What 0.. draft tokens add to a forward of `size` requests, as the plan of this step
         priced it (None if no plan was made for that size this step)."""
@@ -133,18 +124,15 @@ class Costs:
         assert self.score is not None
         if self._curve is None or len(self._curve) < 2 or self._curve_size != size:
             # the longest draft for every request, at most: what a plan can reach
-            assert self.rest is not None
-            upto = size * self.longest
-            forward, rest = self.score.draft_curve(size, upto), self.rest.draft_curve(size, upto)
-            self._curve, self._curve_size = [x + y for x, y in zip(forward, rest)], size
+            self._curve, self._curve_size = self.score.draft_curve(size, size * self.longest), size
         if self._coefs is None:
             self._coefs = {n: m.coef for n, m in self.propose.items()}
-        return BatchPlan(self.coef(), 0.0, self._coefs, size, self._curve)
+        return BatchPlan(self.score.coef, self.other or 0.0, self._coefs, size, self._curve)
 
     def quiet_step(self, size: int) -> float:
         """Predicted seconds of a step of `size` requests without drafts."""
-        assert self.score is not None and self.rest is not None
-        return self.score.predict(size, 0) + self.rest.predict(size, 0)
+        assert self.score is not None
+        return self.score.predict(size, 0) + (self.other or 0.0)
 
     def learn(self, fb: StepFeedback, requests: Mapping[str, RequestState]) -> None:
         """One step's measurements: the forward, the step's other work, each proposer's call."""
@@ -161,13 +149,8 @@ class Costs:
             per = (base - fixed) / size
             self.score = ScoreFit(prior=((0.0, 0.0, fixed), (size, 0.0, base), (size, 1.0, base + per),
                                          (size, 2.0, base + 2 * per)))
-            # the rest's prior: all fixed, drafts adding nothing (the forward's prior is the
-            # pessimistic one already)
-            rest = max(fb.other_seconds, 0.0)
-            self.rest = ScoreFit(prior=((0.0, 0.0, rest), (size, 0.0, rest), (size, 1.0, rest), (size, 2.0, rest)))
         self.score.add(fb.batch_size, fb.draft_tokens, fb.score_seconds)
-        assert self.rest is not None
-        self.rest.add(fb.batch_size, fb.draft_tokens, fb.other_seconds)
+        self.other = fb.other_seconds if self.other is None else 0.9 * self.other + 0.1 * fb.other_seconds
         for name, seconds in fb.propose_seconds.items():
             n, k = fb.asked.get(name, (1, 1))
             model = self.propose.get(name)
@@ -196,6 +179,5 @@ class Costs:
             "score_cost": list(self.score.coef) if self.score is not None else None,
             "propose_cost": {n: list(m.coef) for n, m in self.propose.items()},
             "cold_call_cost": dict(self.cold),
-            # the rest of a step's (a, b, c, e), as score_cost's
-            "other_cost": list(self.rest.coef) if self.rest is not None else None,
+            "other_seconds": self.other,
         }

@@ -284,8 +284,7 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
               greedy: bool = True, strong: float = 0.0, noise: float = 0.0,
               lengths: dict[str, int] | None = None,
               present: dict[str, float] | None = None,
-              room: int | None = None,
-              rest: tuple[float, float] = (1e-4, 0.0)) -> Counter[tuple[str | None, int]]:
+              room: int | None = None) -> Counter[tuple[str | None, int]]:
     """Drive the policy with a synthetic machine: score seconds = a + b*batch + c*draft tokens
     (+ e once if there are any: `score` = (a, b, c) or (a, b, c, e)),
     proposer p costs propose[p] per call (or (per call, per token of the largest budget asked)), and its draft follows the text each position with
@@ -296,8 +295,7 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
     proposer's drafts are at most this long, whatever it is asked for (a speculator's heads).
     `present`: the share of calls on which a proposer has a draft at all (a suffix tree finds a
     match); the other calls return None. `room`: the tokens each request may still emit; budgets
-    are clipped to it less the target's own token, as the engine clips them. `rest`: the seconds
-    of a step's other work (verification, bookkeeping), and what a step with drafts adds to it."""
+    are clipped to it less the target's own token, as the engine clips them."""
     import random
 
     rng = random.Random(seed)
@@ -352,7 +350,7 @@ def _simulate(policy: AdaptivePolicy, accept: dict[str, float], score: tuple[flo
         seconds_score = a + b * batch + c * drafted_total + (e if drafted_total else 0.0)
         if noise:  # (drawn only then: the other tests' random streams stay as they were)
             seconds_score *= 1.0 + noise * rng.uniform(-1.0, 1.0)
-        policy.feedback(StepFeedback(batch, drafted_total, seconds_score, rest[0] + (rest[1] if drafted_total else 0.0),
+        policy.feedback(StepFeedback(batch, drafted_total, seconds_score, 1e-4,
                                      seconds, asked, outcomes))
     return decisions
 
