@@ -136,6 +136,9 @@ class AdaptivePolicy:
     _gains_by_kind: Gains = attrs.field(init=False, factory=Gains)
     _asleep: set[str] = attrs.field(init=False, factory=set)  # requests asleep this step
     _may_sleep: bool = attrs.field(init=False, default=False)  # nothing is still to be learned
+    # the proposers the plan priced at the last planned step: a look asked all of them, or it did
+    # not put speculation to the test (spec_sdk.adaptive_sleep)
+    _priced: tuple[str, ...] = attrs.field(init=False, default=())
     _request_steps: int = attrs.field(init=False, default=0)
     _slept: int = attrs.field(init=False, default=0)  # request-steps asleep
     _probes: ProbeSchedule = attrs.field(init=False)
@@ -223,6 +226,7 @@ class AdaptivePolicy:
                                       self._step, self._kmax)
         # a proposer no call of which was ever timed is left to exploration: it may be expensive
         timed = [n for n in names if n in self._cost.propose]
+        self._priced = tuple(n for n in timed if n not in ex.hopeless)
         colds: dict[tuple[int, str], float] = {}  # asked in both rounds of the ascent; fixed for the step
 
         def cold(i: int, n: str) -> float:
@@ -412,7 +416,9 @@ class AdaptivePolicy:
                 st.warm.update(st.asked)
                 st.seen.update((n, st.length) for n in st.asked)
                 if st.sleep is not None and o.request_id not in self._asleep:
-                    st.sleep.record(self._step, o.accepted, self._may_sleep)
+                    # (a policy that never explores could not correct a look's estimate awake either)
+                    tried = o.drafted > 0 or self.explore == 0 or all(n in st.asked for n in self._priced)
+                    st.sleep.record(self._step, o.accepted, self._may_sleep, tried)
                     self._gains_by_kind.add(st.greedy, o.accepted, st.sleep)
         for o in fb.outcomes:
             decision = self._decisions.get(o.request_id)

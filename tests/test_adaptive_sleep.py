@@ -31,9 +31,9 @@ class _Counting(AdaptivePolicy):
 def _assert_awake_then_asleep(s: Sleep, awake: int, gap: int) -> None:
     """From step 1, finding nothing: awake through step `awake`, then asleep for `gap` steps."""
     for step in range(1, awake):
-        s.record(step, 0, may_sleep=True)
+        s.record(step, 0, may_sleep=True, tried=True)
         assert not s.asleep(step + 1)
-    s.record(awake, 0, may_sleep=True)
+    s.record(awake, 0, may_sleep=True, tried=True)
     assert s.asleep(awake + 1) and s.asleep(awake + gap)
     assert not s.asleep(awake + gap + 1)
 
@@ -46,15 +46,30 @@ def test_a_sleep_doubles_up_to_its_cap_and_one_accepted_token_resets_it() -> Non
         gaps.append(s.gap)
         step = s.until
         for i in range(AWAKE_STEPS):
-            s.record(step + i, 0, may_sleep=True)
+            s.record(step + i, 0, may_sleep=True, tried=True)
     assert gaps == [2 * FIRST_GAP, min(4 * FIRST_GAP, MAX_GAP), MAX_GAP, MAX_GAP]
-    s.record(s.until, 1, may_sleep=True)  # an accepted token: awake, and the next sleep short again
+    s.record(s.until, 1, may_sleep=True, tried=True)  # an accepted token: awake, and the next sleep short again
     assert s.gain >= sleep_mod.DORMANT_GAIN and s.gap == FIRST_GAP and not s.asleep(s.until)
     # nobody sleeps while something is still to be learned
     fresh = Sleep(gain=0.0)
     for step in range(1, 100):
-        fresh.record(step, 0, may_sleep=False)
+        fresh.record(step, 0, may_sleep=False, tried=True)
     assert not fresh.asleep(100)
+
+
+def test_a_look_that_put_nothing_to_the_test_does_not_end_in_sleep() -> None:
+    """No draft verified and the priced proposers never all asked: the look is the plan's
+    estimate, not a finding, and the request stays awake until a step tests it."""
+    s = Sleep(gain=0.0)
+    for step in range(1, 3 * AWAKE_STEPS):
+        s.record(step, 0, may_sleep=True, tried=False)
+        assert not s.asleep(step + 1)
+    s.record(3 * AWAKE_STEPS, 0, may_sleep=True, tried=True)  # e.g. a retry verified a draft: nothing
+    assert s.asleep(3 * AWAKE_STEPS + 1)
+    # after the sleep the test starts over
+    for step in range(s.until, s.until + 2 * AWAKE_STEPS):
+        s.record(step, 0, may_sleep=True, tried=False)
+        assert not s.asleep(step + 1)
 
 
 def test_a_new_request_starts_at_what_its_kind_gained_lately() -> None:
@@ -117,6 +132,28 @@ def test_a_request_that_sleeps_wakes_to_a_proposer_that_starts_to_pay() -> None:
     later = _simulate(policy, {"cheap": 0.0}, *_MACHINE, batch=1, steps=200, seed=1, strong=0.9)
     assert sum(c for (name, k), c in later.items() if name == "cheap" and k >= 2) > 120
     assert state.sleep.gap == FIRST_GAP
+
+
+def test_a_kind_that_slept_is_not_kept_asleep_by_looks_that_drafted_nothing() -> None:
+    """A dear proposer (a draft model) that paid nothing for 400 steps puts the request to sleep;
+    then it pays, for the next six sampled requests. Each of them inherits the sleep and looks
+    for FIRST_LOOK steps -- in which the plan, still expecting nothing of it, drafts nothing.
+    Slept on such looks, each request handed the sleep on and the kind slept through ~80% of
+    its steps (explored only in the few awake ones); awake, it is explored and gets drafts."""
+    machine = ((0.002, 0.001, 0.0005), {"cheap": 1e-6, "dear": 0.002})
+    for seed in range(2):
+        policy = AdaptivePolicy(max_k=4, explore=0.02, seed=seed)
+        _simulate(policy, {"cheap": 0.0, "dear": 0.0}, *machine, batch=1, steps=400, greedy=False, seed=seed)
+        state = policy._requests["r0"]
+        assert state.sleep is not None and state.sleep.gap == MAX_GAP  # it did sleep: this is the case
+        before = policy.report()
+        for r in range(6):
+            policy.forget("r0")
+            _simulate(policy, {"cheap": 0.0, "dear": 0.8}, *machine, batch=1, steps=96, greedy=False,
+                      seed=100 + r + 10 * seed)
+        after = policy.report()
+        slept = after["asleep_share"] * after["steps"] - before["asleep_share"] * before["steps"]
+        assert slept / (after["steps"] - before["steps"]) < 0.3
 
 
 def test_requests_that_gain_never_sleep() -> None:
